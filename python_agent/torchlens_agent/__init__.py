@@ -1,0 +1,8 @@
+"""The torchlens agent: runs a user's PyTorch model under capture and streams op records to the CLI.
+
+The CLI (TypeScript) owns the meaning of the records; this package only knows torch. See
+docs/wire.md for the protocol.
+"""
+
+PROTOCOL = 1
+AGENT_VERSION = "0.1.0"

@@ -1,0 +1,569 @@
+"""Capture: wrap torch's callables, tag every tensor with the pass that made it, emit one record per op.
+
+How it works. `Wrappers.install()` replaces the tensor-producing callables of `torch`,
+`torch.nn.functional`, `torch.linalg`, `torch.fft`, `torch.special` and `torch.Tensor` (methods,
+operators, properties such as `.T`) and `nn.Module.__call__` with thin wrappers. A wrapper does
+nothing but call the original while no `CaptureSession` is active, so wrappers may stay installed
+while user code is imported and built (its `from torch import relu` then still reaches us).
+
+During a forward pass every tensor a recorded op returns is tagged (`_tl_tag`: session id, pass
+id). A call's parents are the tagged tensors among its arguments. Nested calls: when a wrapped
+function is Python built on other wrapped functions (`F.relu` → `torch.relu`,
+`F.multi_head_attention_forward`), the inner calls are recorded and the outer call only for
+outputs no inner call produced, so internals stay visible and nothing is recorded twice.
+
+All mutable state of one forward pass lives in the `CaptureSession`.
+"""
+
+import itertools
+import math
+import time
+import types
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .walk import iter_tensors
+
+Tensor = torch.Tensor
+_TAG = "_tl_tag"
+_session_ids = itertools.count(1)
+
+# -- which callables are ops ---------------------------------------------------------------
+
+NAMESPACES: List[Tuple[str, Any]] = [
+    ("torch.nn.functional", torch.nn.functional),
+    ("torch", torch),
+    ("torch.linalg", getattr(torch, "linalg", None)),
+    ("torch.fft", getattr(torch, "fft", None)),
+    ("torch.special", getattr(torch, "special", None)),
+]
+
+# Callables that never produce a tensor from tensors, or that manage torch itself.
+_SKIP_NAMES = frozenset(
+    """
+    typename is_tensor is_storage numel compile load save manual_seed seed initial_seed
+    default_generator get_rng_state set_rng_state get_default_dtype set_default_dtype
+    set_default_tensor_type set_printoptions set_grad_enabled no_grad enable_grad inference_mode
+    is_grad_enabled is_inference_mode_enabled set_flush_denormal set_num_threads get_num_threads
+    set_num_interop_threads get_num_interop_threads set_anomaly_enabled is_anomaly_enabled
+    use_deterministic_algorithms are_deterministic_algorithms_enabled result_type can_cast
+    promote_types broadcast_shapes vmap cond export classproperty compiled_with_cxx11_abi
+    import_ir_module import_ir_module_from_buffer fork wait sym_int sym_float sym_not sym_max
+    sym_min sym_ite sym_sqrt sym_sum unravel_index_shape chunk_size _assert assert_async
+    annotate autocast_decrement_nesting autocast_increment_nesting clear_autocast_cache
+    has_torch_function has_torch_function_unary has_torch_function_variadic
+    handle_torch_function boolean_dispatch get_device get_file_path is_autocast_enabled
+    is_nonzero is_same_size is_floating_point is_complex is_conj is_neg is_signed
+    is_distributed is_inference is_vulkan_available frombuffer_shape from_dlpack_shape
+    """.split()
+)
+_SKIP_PREFIXES = ("is_", "set_", "get_", "use_", "are_", "has_", "_")
+
+# Tensor attributes that are not ops (metadata, conversions out of torch, autograd plumbing).
+_TENSOR_SKIP = frozenset(
+    """
+    __class__ __init__ __new__ __getattribute__ __setattr__ __delattr__ __dir__ __repr__
+    __str__ __format__ __hash__ __reduce__ __reduce_ex__ __setstate__ __getstate__ __deepcopy__
+    __torch_function__ __torch_dispatch__ __subclasshook__ __init_subclass__ __sizeof__ __len__
+    __bool__ __nonzero__ __index__ __int__ __long__ __float__ __complex__ __array__ __array_wrap__
+    __array_priority__ __contains__ __dlpack__ __dlpack_device__ __weakref__ __dict__ __module__
+    __doc__ __cuda_array_interface__ __iter__ __reversed__ __delitem__ __annotations__ __slots__
+    dim ndimension size numel nelement stride storage_offset element_size item tolist numpy
+    data_ptr storage untyped_storage _storage get_device is_contiguous is_floating_point
+    is_complex is_signed is_set_to is_shared is_pinned is_same_size is_nonzero is_inference
+    is_coalesced is_conj is_neg backward register_hook retain_grad requires_grad_ share_memory_
+    record_stream pin_memory dim_order has_names refine_names rename rename_ align_to
+    align_as unflatten_names names data grad grad_fn requires_grad is_leaf output_nr _version
+    _base _cdata shape dtype device layout is_cuda is_sparse is_quantized is_meta is_mkldnn
+    is_mps is_ort is_vulkan is_xpu is_ipu is_xla is_nested is_sparse_csr itemsize nbytes ndim
+    retains_grad _backward_hooks _grad _grad_fn _python_dispatch _post_accumulate_grad_hooks
+    map_ map2_ apply_ new_tensor_shape type_as_shape q_scale q_zero_point qscheme
+    q_per_channel_axis dense_dim sparse_dim _nnz _is_view _is_zerotensor __torch_function_impl
+    """.split()
+)
+# Tensor properties that return a tensor: wrapped as properties.
+_TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
+# Calls whose own work is printing or copying out: capture pauses inside them.
+_TENSOR_PAUSE = ("__repr__", "__str__", "__format__", "__array__", "tolist", "numpy", "item")
+
+_INPLACE_DUNDERS = frozenset(
+    "__iadd__ __isub__ __imul__ __itruediv__ __idiv__ __ifloordiv__ __imod__ __ipow__ __iand__ "
+    "__ior__ __ixor__ __ilshift__ __irshift__ __imatmul__ __setitem__".split()
+)
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodDescriptorType,
+                   types.WrapperDescriptorType, types.BuiltinMethodType)
+
+
+def _is_op_name(name: str) -> bool:
+    return name not in _SKIP_NAMES and not name.startswith(_SKIP_PREFIXES)
+
+
+def _is_inplace(func: str, kwargs: Dict[str, Any]) -> bool:
+    if func in _INPLACE_DUNDERS:
+        return True
+    if func.endswith("_") and not func.endswith("__"):
+        return True
+    return kwargs.get("out") is not None
+
+
+# -- summaries of non-tensor arguments ------------------------------------------------------
+
+def summarize(value: Any, limit: int, depth: int = 0) -> Any:
+    """A JSON-friendly, short stand-in for a non-tensor argument."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, Tensor):
+        return {"tensor": list(value.shape)}
+    if isinstance(value, slice):
+        parts = ["" if v is None else str(summarize(v, limit, depth + 1)) for v in (value.start, value.stop)]
+        return ":".join(parts) + ("" if value.step is None else f":{value.step}")
+    if value is Ellipsis:
+        return "..."
+    if isinstance(value, (torch.dtype, torch.device, torch.layout, torch.memory_format)):
+        return str(value).replace("torch.", "")
+    if isinstance(value, (tuple, list)) and depth < 3:
+        if len(value) > 16:
+            return [summarize(v, limit, depth + 1) for v in value[:16]] + [f"…{len(value) - 16} more"]
+        return [summarize(v, limit, depth + 1) for v in value]
+    text = repr(value)
+    if isinstance(value, nn.Module):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _summarize_args(args: tuple, kwargs: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for i, a in enumerate(args):
+        if not isinstance(a, Tensor):
+            out[str(i)] = summarize(a, limit)
+    for k, v in kwargs.items():
+        if not isinstance(v, Tensor):
+            out["k:" + k] = summarize(v, limit)
+    return out
+
+
+# -- bytes of a tensor ------------------------------------------------------------------------
+
+_SUBSTITUTES = {torch.bfloat16: torch.float32, torch.complex32: torch.complex64}
+for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"):
+    if hasattr(torch, _name):
+        _SUBSTITUTES[getattr(torch, _name)] = torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def tensor_bytes(t: Tensor) -> Tuple[np.ndarray, Optional[str]]:
+    """The C-order numpy array to store for t, and a note when it had to be converted."""
+    note = None
+    d = t.detach()
+    if d.layout != torch.strided:
+        d = d.to_dense()
+        note = f"{str(t.layout).replace('torch.', '')} tensor stored dense"
+    if d.is_quantized:
+        d = d.int_repr()
+        note = "quantized tensor stored as its integer representation"
+    if d.dtype in _SUBSTITUTES:
+        d = d.to(_SUBSTITUTES[d.dtype])
+    if d.device.type != "cpu":
+        d = d.cpu()
+    if hasattr(d, "resolve_conj"):
+        d = d.resolve_conj().resolve_neg()
+    arr = d.contiguous().numpy()
+    return arr, note
+
+
+def _descr(arr: np.ndarray) -> str:
+    return arr.dtype.str
+
+
+# -- the session ------------------------------------------------------------------------------
+
+class CaptureSession:
+    """Everything that changes during one captured forward pass."""
+
+    def __init__(self, wire, model: nn.Module, save: bool, max_repr: int = 64):
+        self.wire = wire
+        self.save = save
+        self.max_repr = max_repr
+        self.sid = next(_session_ids)
+        self.paused = 0
+        self.next_id = 1
+        self.next_call = 1
+        self.num_ops = 0  # tensor-returning calls dispatched (recorded or folded into inner ops)
+        self.num_calls = 0
+        self.module_stack: List[Tuple[str, int]] = []
+        self.module_calls: Dict[str, int] = {}
+        self.module_address: Dict[int, str] = {}
+        self.param_address: Dict[int, str] = {}
+        self.buffer_address: Dict[int, str] = {}
+        self._dynamic_modules = 0
+        for name, mod in model.named_modules():
+            self.module_address.setdefault(id(mod), name)
+            prefix = name + "." if name else ""
+            for pname, p in mod._parameters.items():
+                if p is not None:
+                    self.param_address.setdefault(id(p), prefix + pname)
+            for bname, b in mod._buffers.items():
+                if b is not None:
+                    self.buffer_address.setdefault(id(b), prefix + bname)
+        self._keep: List[Any] = [model]  # objects whose ids we rely on stay alive
+
+    # tags -----------------------------------------------------------------------------------
+
+    def tag_of(self, t: Tensor) -> Optional[int]:
+        tag = getattr(t, _TAG, None)
+        if tag is not None and tag[0] == self.sid:
+            return tag[1]
+        return None
+
+    def _new_pass(self, t: Tensor) -> int:
+        pid = self.next_id
+        self.next_id += 1
+        setattr(t, _TAG, (self.sid, pid))
+        return pid
+
+    # emitting ----------------------------------------------------------------------------------
+
+    def _emit(self, t: Tensor, record: Dict[str, Any]) -> None:
+        """Fill in a record's tensor facts, send it, and its bytes when saving."""
+        record["shape"] = list(t.shape)
+        record["dtype"] = dtype_name(t.dtype)
+        record["device"] = str(t.device)
+        if self.save:
+            arr, note = tensor_bytes(t)
+            record["stored_dtype"] = _descr(arr)
+            record["nbytes"] = arr.nbytes
+            if note:
+                record["note"] = note
+            self.wire.send(record)
+            if arr.nbytes:
+                self.wire.send_data(record["id"], memoryview(arr.reshape(-1).view(np.uint8)))
+        else:
+            record["stored_dtype"] = None
+            record["nbytes"] = 0
+            self.wire.send(record)
+
+    def _source(self, t: Tensor, kind: str, func: str, **extra: Any) -> int:
+        pid = self._new_pass(t)
+        record = {"type": "op", "id": pid, "kind": kind, "func": func, "qualname": None,
+                  "call": None, "out_index": None, "parents": [], "args": {}, "params": [],
+                  "modules": [list(m) for m in self.module_stack], "inplace": False,
+                  "time_ms": 0.0}
+        record.update(extra)
+        self._emit(t, record)
+        return pid
+
+    def add_inputs(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        self.paused += 1
+        try:
+            for path, t in iter_tensors(args, "args"):
+                if self.tag_of(t) is None:
+                    self._source(t, "input", "input", input_path=path)
+            for path, t in iter_tensors(kwargs, "kwargs"):
+                if self.tag_of(t) is None:
+                    self._source(t, "input", "input", input_path=path)
+        finally:
+            self.paused -= 1
+
+    def _parent_id(self, t: Tensor, params: List[str]) -> Optional[int]:
+        pid = self.tag_of(t)
+        if pid is not None:
+            return pid
+        key = id(t)
+        if key in self.param_address:
+            params.append(self.param_address[key])
+            return None
+        if key in self.buffer_address:
+            return self._source(t, "buffer", "buffer", address=self.buffer_address[key])
+        if isinstance(t, nn.Parameter):
+            # A parameter of a module the model does not own (built in forward, or global).
+            self._keep.append(t)
+            addr = f"~param{len(self.param_address)}"
+            self.param_address[key] = addr
+            params.append(addr)
+            return None
+        self._keep.append(t)
+        return self._source(t, "constant", "constant")
+
+    def on_call(self, func: str, qualname: str, args: tuple, kwargs: Dict[str, Any], out: Any,
+                first_new_id: int, elapsed: float) -> None:
+        """Record a finished call: one pass per tensor output that no inner call produced."""
+        self.num_calls += 1
+        if out is None and func in _INPLACE_DUNDERS and args and isinstance(args[0], Tensor):
+            out = args[0]  # __setitem__ returns None; the mutated tensor is what it produced
+        if isinstance(out, Tensor):
+            outputs = (("", out),)
+        elif isinstance(out, (tuple, list, dict)):
+            outputs = tuple(iter_tensors(out))
+        else:
+            return
+        if not outputs:
+            return
+        self.num_ops += 1
+        self.paused += 1
+        try:
+            fresh = []
+            for path, t in outputs:
+                tag = self.tag_of(t)
+                if tag is None or tag < first_new_id:
+                    fresh.append((path, t))
+            if not fresh:
+                return
+            params: List[str] = []
+            parents = []
+            for path, t in iter_tensors(args):
+                pid = self._parent_id(t, params)
+                if pid is not None:
+                    parents.append([pid, path])
+            for path, t in iter_tensors(kwargs):
+                pid = self._parent_id(t, params)
+                if pid is not None:
+                    parents.append([pid, "k:" + path])
+            call = self.next_call
+            self.next_call += 1
+            kind = "op" if parents or params else "internal"
+            summary = _summarize_args(args, kwargs, self.max_repr)
+            modules = [list(m) for m in self.module_stack]
+            inplace = _is_inplace(func, kwargs)
+            time_ms = elapsed * 1000.0
+            multi = not isinstance(out, Tensor)
+            for path, t in fresh:
+                pid = self._new_pass(t)
+                self._emit(t, {"type": "op", "id": pid, "kind": kind, "func": func,
+                               "qualname": qualname, "call": call,
+                               "out_index": path if multi else None, "parents": parents,
+                               "args": summary, "params": params, "modules": modules,
+                               "inplace": inplace, "time_ms": time_ms})
+        finally:
+            self.paused -= 1
+
+    # modules -------------------------------------------------------------------------------------
+
+    def enter_module(self, mod: nn.Module, args: tuple, kwargs: Dict[str, Any]) -> Tuple[str, int, List[int]]:
+        addr = self.module_address.get(id(mod))
+        if addr is None:
+            # Built inside forward: give it a name under the module that made it.
+            self._dynamic_modules += 1
+            parent = self.module_stack[-1][0] if self.module_stack else ""
+            addr = f"{parent}.~{type(mod).__name__}{self._dynamic_modules}".lstrip(".")
+            self.module_address[id(mod)] = addr
+            self._keep.append(mod)
+        n = self.module_calls.get(addr, 0) + 1
+        self.module_calls[addr] = n
+        inputs = [pid for pid in (self.tag_of(t) for _, t in iter_tensors((args, kwargs))) if pid is not None]
+        self.module_stack.append((addr, n))
+        return addr, n, inputs
+
+    def exit_module(self, mod: nn.Module, entry: Tuple[str, int, List[int]], out: Any) -> None:
+        self.module_stack.pop()
+        addr, n, inputs = entry
+        outputs = [pid for pid in (self.tag_of(t) for _, t in iter_tensors(out)) if pid is not None]
+        self.wire.send({"type": "module", "address": addr, "call": n, "class": type(mod).__name__,
+                        "inputs": inputs, "outputs": outputs})
+
+    # outputs ---------------------------------------------------------------------------------------
+
+    def add_outputs(self, out: Any) -> Dict[str, Any]:
+        """Emit an output pass per output tensor; return the output structure for `done`."""
+        self.paused += 1
+        try:
+            return self._describe(out, "out")
+        finally:
+            self.paused -= 1
+
+    def _describe(self, obj: Any, path: str) -> Dict[str, Any]:
+        if isinstance(obj, Tensor):
+            parent = self.tag_of(obj)
+            if parent is None:
+                parent = self._parent_id(obj, [])
+            out_t = obj.detach()  # a distinct object, so the output pass gets its own tag
+            pid = self._source(out_t, "output", "output", parents=[[parent, "0"]] if parent else [],
+                               output_path=path)
+            return {"kind": "tensor", "id": pid}
+        if isinstance(obj, (tuple, list)):
+            kind = "list" if isinstance(obj, list) else "tuple"
+            return {"kind": kind, "items": [self._describe(x, f"{path}.{i}") for i, x in enumerate(obj)]}
+        if isinstance(obj, dict):
+            return {"kind": "dict", "items": {str(k): self._describe(v, f"{path}.{k}") for k, v in obj.items()}}
+        return {"kind": "value", "repr": summarize(obj, self.max_repr)}
+
+
+# -- the wrappers --------------------------------------------------------------------------------
+
+class _Switch:
+    """The one pointer from installed wrappers to the active session (None: pass through)."""
+
+    session: Optional[CaptureSession] = None
+
+
+def _make_wrapper(orig: Callable, func: str, qualname: str, switch: _Switch) -> Callable:
+    perf = time.perf_counter
+
+    def wrapper(*args, **kwargs):
+        s = switch.session
+        if s is None or s.paused:
+            return orig(*args, **kwargs)
+        first_new_id = s.next_id
+        t0 = perf()
+        out = orig(*args, **kwargs)
+        s.on_call(func, qualname, args, kwargs, out, first_new_id, perf() - t0)
+        return out
+
+    try:
+        wrapper.__name__ = getattr(orig, "__name__", func)
+        wrapper.__qualname__ = getattr(orig, "__qualname__", func)
+        wrapper.__doc__ = getattr(orig, "__doc__", None)
+        wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass
+    wrapper._tl_wrapper = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _make_pausing(orig: Callable, switch: _Switch) -> Callable:
+    def wrapper(*args, **kwargs):
+        s = switch.session
+        if s is None:
+            return orig(*args, **kwargs)
+        s.paused += 1
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            s.paused -= 1
+
+    wrapper.__name__ = getattr(orig, "__name__", "wrapper")
+    wrapper._tl_wrapper = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _make_property(orig: Any, func: str, switch: _Switch) -> property:
+    getter = _make_wrapper(lambda self: orig.__get__(self, Tensor), func, f"Tensor.{func}", switch)
+    setter = None
+    if hasattr(orig, "__set__"):
+        def setter(self, value, _orig=orig):  # noqa: ANN001
+            _orig.__set__(self, value)
+    return property(getter, setter)
+
+
+_MISSING = object()
+
+
+class Wrappers:
+    """Installs and restores every wrapper; restoring leaves torch exactly as it was."""
+
+    def __init__(self) -> None:
+        self.switch = _Switch()
+        self._saved: List[Tuple[Any, str, Any]] = []  # (owner, name, original attribute or _MISSING)
+        self.installed = False
+        self.count = 0
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        switch = self.switch
+        by_id: Dict[int, Callable] = {}  # one wrapper per function object, whatever namespace holds it
+        for qualprefix, ns in NAMESPACES:
+            if ns is None:
+                continue
+            for name, orig in list(vars(ns).items()):
+                if _is_op_name(name) and isinstance(orig, _FUNCTION_TYPES) and not hasattr(orig, "_tl_wrapper"):
+                    # An alias (a stray `torch.obj`) takes the name the function is known by.
+                    real = getattr(orig, "__name__", name)
+                    func = real if real != name and vars(ns).get(real) is orig else name
+                    self._replace(ns, name, self._wrapper_for(orig, func, f"{qualprefix}.{func}", by_id))
+        # torch._VF forwards to the C functions that nn.LSTM, dropout & co. call directly.
+        vf = getattr(torch, "_VF", None)
+        if vf is not None:
+            for name in dir(torch._C._VariableFunctions):
+                orig = getattr(torch._C._VariableFunctions, name, None)
+                if _is_op_name(name) and isinstance(orig, _FUNCTION_TYPES):
+                    self._replace(vf, name, self._wrapper_for(orig, name, f"torch._VF.{name}", by_id))
+        tensor_dict = vars(Tensor)
+        for name in _TENSOR_PAUSE:
+            self._replace(Tensor, name, _make_pausing(getattr(Tensor, name), switch), tensor_dict)
+        for name in _TENSOR_PROPERTIES:
+            raw = next((vars(k)[name] for k in Tensor.__mro__ if name in vars(k)), None)
+            if raw is not None:
+                self._replace(Tensor, name, _make_property(raw, name, switch), tensor_dict)
+        for name in dir(Tensor):
+            if name in _TENSOR_SKIP or name in _TENSOR_PAUSE or name in _TENSOR_PROPERTIES:
+                continue
+            if name.startswith("_") and not name.startswith("__"):
+                continue
+            orig = getattr(Tensor, name, None)
+            if isinstance(orig, _FUNCTION_TYPES):
+                self._replace(Tensor, name, _make_wrapper(orig, name, f"Tensor.{name}", switch), tensor_dict)
+        self._replace(nn.Module, "__call__", _make_module_call(vars(nn.Module)["__call__"], switch))
+        self.installed = True
+
+    def _wrapper_for(self, orig: Callable, name: str, qualname: str, by_id: Dict[int, Callable]) -> Callable:
+        wrapper = by_id.get(id(orig))
+        if wrapper is None:
+            wrapper = by_id[id(orig)] = _make_wrapper(orig, name, qualname, self.switch)
+        return wrapper
+
+    def _replace(self, owner: Any, name: str, new: Any, own_dict: Optional[Dict[str, Any]] = None) -> None:
+        original = (own_dict if own_dict is not None else vars(owner)).get(name, _MISSING)
+        self._saved.append((owner, name, original))
+        setattr(owner, name, new)
+        self.count += 1
+
+    def restore(self) -> None:
+        """Put every original back, in reverse order of replacement."""
+        self.switch.session = None
+        for owner, name, original in reversed(self._saved):
+            if original is _MISSING:
+                try:
+                    delattr(owner, name)
+                except AttributeError:
+                    pass
+            else:
+                setattr(owner, name, original)
+        self._saved.clear()
+        self.installed = False
+
+
+def _make_module_call(orig_call: Callable, switch: _Switch) -> Callable:
+    def module_call(mod, *args, **kwargs):
+        s = switch.session
+        if s is None or s.paused:
+            return orig_call(mod, *args, **kwargs)
+        s.paused += 1
+        entry = s.enter_module(mod, args, kwargs)
+        s.paused -= 1
+        try:
+            out = orig_call(mod, *args, **kwargs)
+        except BaseException:
+            s.module_stack.pop()
+            raise
+        s.paused += 1
+        try:
+            s.exit_module(mod, entry, out)
+        finally:
+            s.paused -= 1
+        return out
+
+    module_call._tl_wrapper = True  # type: ignore[attr-defined]
+    return module_call
+
+
+def run_captured(wrappers: Wrappers, session: CaptureSession, model: nn.Module, args: tuple,
+                 kwargs: Dict[str, Any]) -> Tuple[Any, float]:
+    """One forward pass under capture. Returns (output, forward seconds)."""
+    session.add_inputs(args, kwargs)
+    wrappers.switch.session = session
+    t0 = time.perf_counter()
+    try:
+        out = model(*args, **kwargs)
+    finally:
+        wrappers.switch.session = None
+    return out, time.perf_counter() - t0

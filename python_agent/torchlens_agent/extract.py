@@ -1,0 +1,76 @@
+"""The `extract` request: load the model and inputs, run one captured forward pass, stream it."""
+
+import time
+from typing import Any, Dict
+
+from .capture import CaptureSession, Wrappers, dtype_name, run_captured
+from .errors import UserError, error_frame
+from .load import (example_inputs, find_model, import_model_file, load_input_file,
+                   random_inputs, resolve_device, seed_everything, split_args, to_device)
+from .wire import Wire, WireClosed
+
+
+def _model_frame(model, device, seed: int) -> Dict[str, Any]:
+    modules = []
+    for address, mod in model.named_modules():
+        params = [{"name": n, "shape": list(p.shape), "dtype": dtype_name(p.dtype), "numel": p.numel()}
+                  for n, p in mod.named_parameters(recurse=False)]
+        buffers = [{"name": n, "shape": list(b.shape), "dtype": dtype_name(b.dtype)}
+                   for n, b in mod.named_buffers(recurse=False) if b is not None]
+        modules.append({"address": address, "class": type(mod).__name__, "params": params,
+                        "buffers": buffers, "training": mod.training})
+    return {"type": "model", "class": type(model).__name__, "modules": modules, "device": str(device), "seed": seed}
+
+
+def _inputs(request: Dict[str, Any], module, seed: int):
+    spec = request.get("input") or {"kind": "example"}
+    kind = spec.get("kind")
+    if kind == "file":
+        return split_args(load_input_file(spec["path"], bool(request.get("allow_pickle"))))
+    if kind == "shape":
+        return random_inputs(spec["shapes"], spec.get("dtype") or "float32", seed)
+    if kind == "example":
+        return example_inputs(module)
+    raise UserError("input", f"unknown input kind {kind!r}")
+
+
+def extract(wire: Wire, request: Dict[str, Any]) -> int:
+    wall0 = time.perf_counter()
+    seed = int(request.get("seed", 0))
+    wrappers = Wrappers()
+    phase = "load"
+    try:
+        seed_everything(seed)
+        wrappers.install()  # before the user's imports, so `from torch import relu` gets a wrapper
+        module = import_model_file(request["model_file"])
+        model = find_model(module, request.get("model_name"))
+        phase = "input"
+        device = resolve_device(request.get("device") or "cpu")
+        args, kwargs = _inputs(request, module, seed)
+        model = model.to(device)
+        args, kwargs = to_device(args, device), to_device(kwargs, device)
+        wire.send(_model_frame(model, device, seed), flush=True)
+        phase = "capture"
+        session = CaptureSession(wire, model, save=request.get("save", "all") != "none",
+                                 max_repr=int(request.get("max_args_repr", 64)))
+        seed_everything(seed)  # the forward pass sees the same RNG state on every run
+        out, forward_s = run_captured(wrappers, session, model, args, kwargs)
+        outputs = session.add_outputs(out)
+        wire.send({"type": "done", "num_ops": session.num_ops, "num_calls": session.num_calls,
+                   "num_passes": session.next_id - 1, "outputs": outputs,
+                   "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
+                   "wrapped": wrappers.count}, flush=True)
+        return 0
+    except WireClosed:
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - everything the user's code raises becomes an error frame
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        try:
+            wire.flush()
+            wire.send(error_frame(phase, exc), flush=True)
+        except WireClosed:
+            pass
+        return 1
+    finally:
+        wrappers.restore()

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Makes a checkout ready to run and test: npm packages, a Python with torch, numpy, msgpack and
+# pytest (from Debian's packages when none is found and apt-get may be used), and the build.
+# Idempotent; prints only what it does, then one line naming the Python.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/find-python.sh
+source scripts/find-python.sh
+
+DEBIAN_PACKAGES=(python3-torch python3-numpy python3-msgpack python3-torchvision python3-pytest)
+
+# Root, or sudo without a password, and apt-get: then we may install Debian packages.
+can_apt() {
+  command -v apt-get >/dev/null || return 1
+  [[ $EUID -eq 0 ]] || { command -v sudo >/dev/null && sudo -n true 2>/dev/null; }
+}
+
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"; else sudo -n "$@"; fi
+}
+
+apt_install() {
+  echo "setup: installing $* with apt-get"
+  local log
+  log=$(mktemp)
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1 ||
+    ! as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "setup: apt-get failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+
+# Debian's own interpreter (not a venv, not pyenv): the one apt's python3-* packages serve.
+is_debian_python() {
+  "$1" -c 'import sys; sys.exit(not (sys.prefix == sys.base_prefix == "/usr"))' 2>/dev/null
+}
+
+# 1. npm packages. npm writes node_modules/.package-lock.json on every install, so it is
+#    older than package-lock.json exactly when the lock changed since.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  echo "setup: installing npm packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# 2. A Python with torch, numpy and msgpack.
+find_rc=0
+find_python || find_rc=$?
+if [[ $find_rc -eq 1 ]] && can_apt; then
+  apt_install "${DEBIAN_PACKAGES[@]}"
+  find_rc=0
+  find_python || find_rc=$?
+fi
+if [[ $find_rc -ne 0 ]]; then
+  python_help
+  exit 1
+fi
+
+# 3. pytest, for the agent's tests.
+if ! "$PY" -c 'import pytest' 2>/dev/null; then
+  if is_debian_python "$PY" && can_apt; then
+    apt_install python3-pytest
+  else
+    echo "setup: warning: pytest is missing for $PY; npm test needs it:" \
+      "$PY -m pip install pytest" >&2
+  fi
+fi
+
+# 4. The TypeScript build.
+npm run build --silent
+
+echo "setup: python $PY (torch $PY_TORCH)"

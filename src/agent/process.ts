@@ -1,0 +1,220 @@
+/**
+ * The agent process: spawn `python -m torchlens_agent`, take the hello, send requests, hand out
+ * frames, and turn every way it can end (error frame, missing packages, death by signal, a broken
+ * stream) into a TorchlensError with the agent's own words.
+ */
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { execa, type ResultPromise } from "execa";
+import { TorchlensError, EXIT, usageError } from "../errors.js";
+import { type Attempt, type PythonChoice, INSTALL_HINT, describeAttempts } from "./python.js";
+import { type Frame, PROTOCOL, WireError, encodeFrame, readFrames } from "./wire.js";
+
+/** Folder holding the `torchlens_agent` package (put on the agent's PYTHONPATH). */
+export const AGENT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../python_agent");
+
+const MISSING_EXIT = 3;
+const STDERR_TAIL_BYTES = 64 << 10;
+
+export interface Hello {
+  type: "hello";
+  protocol: number;
+  agent: string;
+  python: string;
+  torch: string;
+  numpy: string;
+  platform: string;
+  devices: string[];
+  pid: number;
+  executable: string;
+}
+
+export interface AgentError {
+  type: "error";
+  phase: string;
+  exc_type: string;
+  message: string;
+  traceback: { file: string; line: number; func: string; text: string }[];
+  hint: string | null;
+}
+
+export interface StartOptions {
+  python: PythonChoice;
+  /** Receives the agent's stderr (user prints, warnings) as it comes. */
+  onStderr?: (chunk: Buffer) => void;
+  cwd?: string;
+}
+
+type Child = ResultPromise<{ buffer: false; stdin: "pipe"; stdout: "pipe"; stderr: "pipe"; reject: false }>;
+
+export class Agent {
+  private frameIter: AsyncGenerator<Frame>;
+  private stderrTail = "";
+  private exited: Promise<{ code: number | null; signal: string | null }>;
+
+  private constructor(
+    private child: Child,
+    readonly hello: Hello,
+    frames: AsyncGenerator<Frame>,
+    tail: string,
+    exited: Promise<{ code: number | null; signal: string | null }>,
+    onStderr?: (chunk: Buffer) => void,
+  ) {
+    this.frameIter = frames;
+    this.stderrTail = tail;
+    this.exited = exited;
+    child.stderr.removeAllListeners("data");
+    child.stderr.on("data", (chunk: Buffer) => {
+      this.stderrTail = (this.stderrTail + chunk.toString("utf8")).slice(-STDERR_TAIL_BYTES);
+      onStderr?.(chunk);
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Start the first candidate Python that can run the agent and wait for its hello. */
+  static async start(opts: StartOptions): Promise<Agent> {
+    const attempts: Attempt[] = [];
+    for (const python of opts.python.candidates) {
+      const result = await Agent.tryStart(python, opts);
+      if (result instanceof Agent) return result;
+      attempts.push(result);
+      if (opts.python.explicit) {
+        throw usageError(
+          `the Python named by ${opts.python.source} (${python}) cannot run the torchlens agent: ${result.problem}`,
+          result.problem.startsWith("lacks") ? INSTALL_HINT : `check that ${python} is a working Python 3`,
+        );
+      }
+    }
+    throw usageError("no Python with torch, numpy and msgpack was found", INSTALL_HINT, {
+      details: ["tried:", ...describeAttempts(attempts).map((l) => `  ${l}`)],
+    });
+  }
+
+  private static async tryStart(python: string, opts: StartOptions): Promise<Agent | Attempt> {
+    const env = { ...process.env, PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), PYTHONUNBUFFERED: "1" };
+    const child = execa(python, ["-m", "torchlens_agent"], {
+      buffer: false,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+      reject: false,
+      env,
+      extendEnv: false,
+      cwd: opts.cwd,
+      cleanup: true,
+    }) as Child;
+    let tail = "";
+    const early: Buffer[] = [];
+    child.stderr.on("data", (chunk: Buffer) => {
+      tail = (tail + chunk.toString("utf8")).slice(-STDERR_TAIL_BYTES);
+      early.push(chunk);
+    });
+    const exited = child.then((r) => ({ code: r.exitCode ?? null, signal: r.signal ?? null }));
+    const frames = readFrames(child.stdout as AsyncIterable<Buffer>);
+    let first: IteratorResult<Frame>;
+    try {
+      first = await frames.next();
+    } catch (err) {
+      child.kill("SIGKILL");
+      return { python, problem: `its output is not the torchlens protocol (${(err as Error).message})` };
+    }
+    if (first.done) {
+      const { code, signal } = await exited;
+      const spawnError = (await child).failed && (await child).code === "ENOENT";
+      if (spawnError || code === 127) return { python, problem: "not found" };
+      const missing = /TORCHLENS_MISSING (\S+)/.exec(tail);
+      if (code === MISSING_EXIT && missing) return { python, problem: `lacks ${missing[1].split(",").join(", ")}` };
+      return { python, problem: `it exited (${signal ?? `code ${code}`}) before saying hello: ${lastLines(tail, 3) || "no output"}` };
+    }
+    const hello = first.value.header as unknown as Hello;
+    if (hello.type !== "hello" || hello.protocol !== PROTOCOL) {
+      child.kill("SIGKILL");
+      return { python, problem: `it speaks protocol ${String(hello.protocol)}, this CLI speaks ${PROTOCOL} (a mismatched install)` };
+    }
+    const agent = new Agent(child, hello, frames, tail, exited, opts.onStderr);
+    for (const chunk of early) opts.onStderr?.(chunk);
+    return agent;
+  }
+
+  send(request: { type: string; [key: string]: unknown }): void {
+    this.child.stdin.write(encodeFrame(request));
+  }
+
+  /**
+   * The next frame. A stream that ends, breaks, or carries an `error` frame becomes a
+   * TorchlensError describing what happened to the agent.
+   */
+  async next(): Promise<Frame> {
+    let item: IteratorResult<Frame>;
+    try {
+      item = await this.frameIter.next();
+    } catch (err) {
+      if (err instanceof WireError) {
+        this.kill();
+        throw new TorchlensError(`the agent's output broke the protocol: ${err.message}`, {
+          hint: "this is a bug in torchlens; run again with --verbose and report it",
+          verbose: this.stderrTail,
+        });
+      }
+      throw err;
+    }
+    if (item.done) throw await this.deathError();
+    if (item.value.header.type === "error") throw agentErrorToError(item.value.header as unknown as AgentError, this.stderrTail);
+    return item.value;
+  }
+
+  private async deathError(): Promise<TorchlensError> {
+    const { code, signal } = await this.exited;
+    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+    const oom = signal === "SIGKILL" ? " (a kill from outside, or the system running out of memory)" : "";
+    return new TorchlensError(`the Python agent ${how}${oom} before finishing`, {
+      hint: signal === "SIGSEGV" ? "a crash inside torch or a C extension; run with --verbose to see its last output" : "run with --verbose to see the agent's output",
+      details: lastLines(this.stderrTail, 5) ? ["its last output:", ...lastLines(this.stderrTail, 5).split("\n").map((l) => `  ${l}`)] : [],
+      verbose: this.stderrTail,
+    });
+  }
+
+  /** Ask the agent to exit and wait for it (kills it when it does not go within `graceMs`). */
+  async close(graceMs = 2000): Promise<void> {
+    try {
+      this.child.stdin.end();
+    } catch {
+      // already closed
+    }
+    const timer = setTimeout(() => this.kill(), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  kill(signal: NodeJS.Signals = "SIGKILL"): void {
+    if (this.child.exitCode === null) this.child.kill(signal);
+  }
+
+  get stderr(): string {
+    return this.stderrTail;
+  }
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trimEnd().split("\n").slice(-n).join("\n");
+}
+
+/** The agent's error frame in the user's terms. */
+export function agentErrorToError(err: AgentError, stderr: string): TorchlensError {
+  const where: Record<string, string> = {
+    load: "loading the model file failed",
+    input: "preparing the input failed",
+    capture: "the model's forward pass raised",
+    internal: "the agent failed",
+  };
+  const frames = err.traceback.map((f) => `  ${f.file}:${f.line} in ${f.func}${f.text ? `: ${f.text}` : ""}`);
+  return new TorchlensError(`${where[err.phase] ?? err.phase}: ${err.exc_type}: ${err.message}`, {
+    hint: err.hint ?? (err.phase === "capture" ? "the error is in the model's code (frames below); run the model without torchlens to check" : undefined),
+    exitCode: err.phase === "input" || err.phase === "load" ? EXIT.usage : EXIT.failed,
+    details: frames.length ? ["traceback (your code):", ...frames] : [],
+    verbose: stderr,
+  });
+}

@@ -1,0 +1,283 @@
+/**
+ * `torchlens extract`: spawn the agent, stream its records and bytes into a new run directory,
+ * build the layer log, and move the run into place when it is complete.
+ */
+import { createWriteStream } from "node:fs";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { Agent, type Hello } from "../agent/process.js";
+import { choosePython } from "../agent/python.js";
+import { TorchlensError, usageError } from "../errors.js";
+import { buildLog } from "../log/build.js";
+import type { ModelRecord, ModuleCallRecord, OpRecord, OutputStructure, RawRun, RunLog } from "../log/types.js";
+import { NpzWriter, type NpzEntry } from "../store/npz.js";
+import { ACTIVATIONS, LOG, MANIFEST, RunDir, fsError, sha256File } from "../store/runDir.js";
+import { Progress, formatBytes, formatMs } from "../ui/progress.js";
+import { onInterrupt } from "./interrupt.js";
+
+export interface ExtractOptions {
+  modelFile: string;
+  out: string;
+  input?: string;
+  inputShape?: string[];
+  inputDtype: string;
+  model?: string;
+  device: string;
+  seed: number;
+  force: boolean;
+  python?: string;
+  allowPickle: boolean;
+  json: boolean;
+  verbose: boolean;
+}
+
+/** What extract tells people (stderr) and pipelines (--json on stdout). */
+export interface ExtractSummary {
+  run: string;
+  model: string;
+  passes: number;
+  layers: number;
+  saved: number;
+  bytes: number;
+  ops_dispatched: number;
+  wall_ms: number;
+  forward_ms: number;
+  first_op_ms: number | null;
+  python: string;
+  torch: string;
+}
+
+/** Input shapes: "1,3,224,224" per input; several inputs as repeated flags or joined by ";". */
+export function parseShapes(specs: string[]): number[][] {
+  return specs.flatMap((s) => s.split(";")).map((spec) => {
+    const dims = spec.trim().split(/[,x ]+/).filter(Boolean);
+    if (!dims.length || dims.some((d) => !/^\d+$/.test(d))) {
+      throw usageError(`--input-shape ${JSON.stringify(spec)} is not a shape`, "give sizes separated by commas, e.g. --input-shape 1,3,224,224 (repeat the flag for several inputs)");
+    }
+    return dims.map(Number);
+  });
+}
+
+const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);
+
+/** Copy stdin into the run (so the run keeps the exact input it was made from). */
+async function saveStdin(run: RunDir): Promise<string> {
+  if (process.stdin.isTTY) throw usageError("--input - reads the input from stdin, but stdin is a terminal", "pipe a .pt or .npy file in: torchlens extract model.py --input - < x.pt");
+  const tmp = run.file("input.tmp");
+  await pipeline(process.stdin, createWriteStream(tmp));
+  const handle = await fs.open(tmp, "r");
+  const head = Buffer.alloc(6);
+  await handle.read(head, 0, 6, 0);
+  await handle.close();
+  const name = head.equals(NPY_MAGIC) ? "input.npy" : "input.pt";
+  await fs.rename(tmp, run.file(name));
+  return name;
+}
+
+interface InputSpec {
+  request: Record<string, unknown>;
+  manifest: Record<string, unknown>;
+}
+
+async function inputSpec(opts: ExtractOptions, run: RunDir): Promise<InputSpec> {
+  if (opts.input && opts.inputShape?.length) throw usageError("--input and --input-shape were both given", "use one of them");
+  if (opts.input === "-") {
+    const name = await saveStdin(run);
+    return {
+      request: { kind: "file", path: run.file(name) },
+      manifest: { kind: "file", source: "stdin", path: name, in_run: true, sha256: await sha256File(run.file(name)) },
+    };
+  }
+  if (opts.input) {
+    const abs = path.resolve(opts.input);
+    const stat = await fs.stat(abs).catch(() => null);
+    if (!stat?.isFile()) throw usageError(`input file not found: ${opts.input}`, "check the path given to --input (a .pt or .npy file, or - for stdin)");
+    return { request: { kind: "file", path: abs }, manifest: { kind: "file", path: abs, in_run: false, sha256: await sha256File(abs) } };
+  }
+  if (opts.inputShape?.length) {
+    const shapes = parseShapes(opts.inputShape);
+    return { request: { kind: "shape", shapes, dtype: opts.inputDtype }, manifest: { kind: "shape", shapes, dtype: opts.inputDtype, seed: opts.seed } };
+  }
+  return { request: { kind: "example" }, manifest: { kind: "example" } };
+}
+
+/** Read the agent's frames until `done`, writing each saved pass into the npz as its bytes arrive. */
+async function streamRun(agent: Agent, npz: NpzWriter, entries: Map<number, NpzEntry>, progress: Progress, t0: number) {
+  let model: ModelRecord | null = null;
+  const ops: OpRecord[] = [];
+  const moduleCalls: ModuleCallRecord[] = [];
+  let current: { entry: NpzEntry; id: number; remaining: number } | null = null;
+  let bytes = 0;
+  let firstOpMs: number | null = null;
+  for (;;) {
+    const { header, payload } = await agent.next();
+    switch (header.type) {
+      case "model":
+        model = header as unknown as ModelRecord;
+        break;
+      case "op": {
+        const op = header as unknown as OpRecord;
+        if (current) throw new TorchlensError(`the agent sent pass ${op.id} before finishing the bytes of pass ${current.id}`);
+        if (firstOpMs === null && op.kind !== "input") firstOpMs = performance.now() - t0;
+        ops.push(op);
+        if (op.stored_dtype !== null) {
+          const entry = npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.nbytes);
+          entries.set(op.id, entry);
+          if (op.nbytes === 0) await npz.endEntry(entry);
+          else current = { entry, id: op.id, remaining: op.nbytes };
+        }
+        progress.update(`${ops.length} passes, ${formatBytes(bytes)} written`);
+        break;
+      }
+      case "data": {
+        if (!current || header.id !== current.id) throw new TorchlensError(`the agent sent bytes for pass ${String(header.id)} out of order`);
+        for (const piece of payload) {
+          await npz.write(current.entry, piece);
+          current.remaining -= piece.length;
+          bytes += piece.length;
+        }
+        if (current.remaining === 0) {
+          await npz.endEntry(current.entry);
+          current = null;
+        }
+        progress.update(`${ops.length} passes, ${formatBytes(bytes)} written`);
+        break;
+      }
+      case "module":
+        moduleCalls.push(header as unknown as ModuleCallRecord);
+        break;
+      case "done": {
+        if (!model) throw new TorchlensError("the agent finished without describing the model");
+        const raw: RawRun = {
+          model,
+          ops,
+          moduleCalls,
+          outputs: header.outputs as OutputStructure,
+          numOps: header.num_ops as number,
+          numCalls: header.num_calls as number,
+          forwardMs: header.forward_ms as number,
+        };
+        return { raw, bytes, firstOpMs };
+      }
+      default:
+        // frames from a newer agent that this CLI does not know are skipped
+        break;
+    }
+  }
+}
+
+export async function extract(opts: ExtractOptions, argv: string[]): Promise<ExtractSummary> {
+  const t0 = performance.now();
+  const modelFile = path.resolve(opts.modelFile);
+  if (!(await fs.stat(modelFile).catch(() => null))?.isFile()) {
+    throw usageError(`model file not found: ${opts.modelFile}`, "give the path of a .py file that defines build_model() or model");
+  }
+  const run = await RunDir.create(opts.out, opts.force);
+  const progress = new Progress();
+  let agent: Agent | null = null;
+  let npz: NpzWriter | null = null;
+  const unregister = onInterrupt(() => {
+    agent?.kill();
+    progress.stop();
+    run.discard();
+  });
+  try {
+    const input = await inputSpec(opts, run);
+    progress.start("starting the Python agent");
+    agent = await Agent.start({
+      python: choosePython(opts.python),
+      onStderr: (chunk) => progress.passThrough(chunk),
+    });
+    const hello: Hello = agent.hello;
+    progress.update("loading the model", 0);
+    try {
+      npz = await NpzWriter.create(run.file(ACTIVATIONS));
+    } catch (err) {
+      throw fsError(err, `creating ${ACTIVATIONS}`);
+    }
+    agent.send({
+      type: "extract",
+      model_file: modelFile,
+      model_name: opts.model ?? null,
+      input: input.request,
+      seed: opts.seed,
+      device: opts.device,
+      save: "all",
+      allow_pickle: opts.allowPickle,
+    });
+    const entries = new Map<number, NpzEntry>();
+    let streamed: Awaited<ReturnType<typeof streamRun>>;
+    try {
+      streamed = await streamRun(agent, npz, entries, progress, t0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
+      throw err;
+    }
+    await agent.close();
+    const log: RunLog = buildLog(streamed.raw, (op) => entries.has(op.id));
+    for (const p of log.passes) {
+      const entry = entries.get(p.id);
+      if (entry && p.array) npz.rename(entry, p.array);
+    }
+    try {
+      await npz.close();
+    } catch (err) {
+      throw fsError(err, `finishing ${ACTIVATIONS}`);
+    }
+    npz = null;
+    await run.writeJson(LOG, log);
+    const wallMs = performance.now() - t0;
+    const summary: ExtractSummary = {
+      run: run.target,
+      model: log.model.class,
+      passes: log.num_passes,
+      layers: log.num_layers,
+      saved: entries.size,
+      bytes: streamed.bytes,
+      ops_dispatched: streamed.raw.numOps,
+      wall_ms: Math.round(wallMs),
+      forward_ms: Math.round(streamed.raw.forwardMs * 10) / 10,
+      first_op_ms: streamed.firstOpMs === null ? null : Math.round(streamed.firstOpMs),
+      python: hello.executable,
+      torch: hello.torch,
+    };
+    await run.writeJson(MANIFEST, {
+      tool: "torchlens",
+      version: TOOL_VERSION,
+      protocol: hello.protocol,
+      schema: log.schema,
+      status: "complete",
+      created: new Date().toISOString(),
+      command: argv,
+      agent: { python: hello.python, executable: hello.executable, torch: hello.torch, numpy: hello.numpy, platform: hello.platform, agent: hello.agent },
+      model: { file: modelFile, sha256: await sha256File(modelFile), name: opts.model ?? null, class: log.model.class },
+      input: input.manifest,
+      options: { device: opts.device, seed: opts.seed, save: "all" },
+      seed: opts.seed,
+      files: { log: LOG, activations: ACTIVATIONS },
+      counts: { passes: summary.passes, layers: summary.layers, saved: summary.saved, bytes: summary.bytes, ops_dispatched: summary.ops_dispatched },
+      timings: { wall_ms: summary.wall_ms, forward_ms: summary.forward_ms, first_op_ms: summary.first_op_ms },
+    });
+    await run.commit();
+    progress.stop();
+    return summary;
+  } catch (err) {
+    progress.stop();
+    agent?.kill();
+    await npz?.abort().catch(() => undefined);
+    run.discard();
+    throw err;
+  } finally {
+    unregister();
+  }
+}
+
+export const TOOL_VERSION = "0.1.0";
+
+export function describeSummary(s: ExtractSummary): string {
+  return (
+    `extracted ${s.passes} passes in ${s.layers} layers of ${s.model}, ${s.saved} arrays (${formatBytes(s.bytes)}) ` +
+    `in ${formatMs(s.wall_ms)} (forward pass ${formatMs(s.forward_ms)}) → ${path.relative(process.cwd(), s.run) || "."}`
+  );
+}

@@ -1,0 +1,167 @@
+/**
+ * The data model of a run, defined once. Raw records come from the agent (docs/wire.md); the
+ * pipeline in build.ts turns them into passes, layers and modules — the layer log that log.json
+ * holds (docs/log-json.md). Vocabulary: an *op* is one recorded call, a *pass* one op output in the
+ * log, a *layer* groups the passes of the same op run several times, a *module* is an nn.Module
+ * (its *calls* numbered from 1), a *run* is an output directory.
+ */
+
+/** One `op` record as the agent sends it. */
+export interface OpRecord {
+  id: number;
+  kind: "op" | "input" | "buffer" | "constant" | "internal" | "output";
+  func: string;
+  qualname: string | null;
+  call: number | null;
+  out_index: string | null;
+  /** [parent pass id, argument position] */
+  parents: [number, string][];
+  args: Record<string, unknown>;
+  params: string[];
+  /** [module address, call index], outermost first */
+  modules: [string, number][];
+  shape: number[];
+  dtype: string;
+  device: string;
+  stored_dtype: string | null;
+  inplace: boolean;
+  time_ms: number;
+  nbytes: number;
+  input_path?: string;
+  output_path?: string;
+  address?: string;
+  note?: string;
+}
+
+/** One module call as the agent reports it when the call returns. */
+export interface ModuleCallRecord {
+  address: string;
+  call: number;
+  class: string;
+  inputs: number[];
+  outputs: number[];
+}
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  dtype: string;
+  numel: number;
+}
+
+export interface ModuleRecord {
+  address: string;
+  class: string;
+  params: ParamInfo[];
+  buffers: { name: string; shape: number[]; dtype: string }[];
+  training: boolean;
+}
+
+export interface ModelRecord {
+  class: string;
+  modules: ModuleRecord[];
+  device: string;
+  seed: number;
+}
+
+export type OutputStructure =
+  | { kind: "tensor"; id: number }
+  | { kind: "tuple" | "list"; items: OutputStructure[] }
+  | { kind: "dict"; items: Record<string, OutputStructure> }
+  | { kind: "value"; repr: unknown };
+
+/** Everything the agent said about one forward pass. */
+export interface RawRun {
+  model: ModelRecord;
+  ops: OpRecord[];
+  moduleCalls: ModuleCallRecord[];
+  outputs: OutputStructure;
+  numOps: number;
+  numCalls: number;
+  forwardMs: number;
+}
+
+/** One pass in log.json. */
+export interface Pass {
+  label: string;
+  layer: string;
+  pass: number;
+  num_passes: number;
+  id: number;
+  kind: OpRecord["kind"];
+  func: string;
+  qualname: string | null;
+  call: number | null;
+  out_index: string | null;
+  module: string | null;
+  modules: string[];
+  parents: string[];
+  parent_args: string[];
+  children: string[];
+  args: Record<string, unknown>;
+  shape: number[];
+  dtype: string;
+  stored_dtype: string | null;
+  device: string;
+  saved: boolean;
+  array: string | null;
+  is_input: boolean;
+  is_output: boolean;
+  is_buffer: boolean;
+  is_param: boolean;
+  is_internal_source: boolean;
+  is_inplace: boolean;
+  params: string[];
+  num_params: number;
+  nbytes: number;
+  time_ms: number;
+  distance_from_input: number | null;
+  distance_to_output: number | null;
+  input_path?: string;
+  output_path?: string;
+  address?: string;
+  note?: string;
+}
+
+export interface Layer {
+  label: string;
+  func: string;
+  passes: string[];
+  num_passes: number;
+  module: string | null;
+  params: string[];
+}
+
+export interface ModuleCall {
+  call: number;
+  label: string;
+  inputs: string[];
+  outputs: string[];
+}
+
+export interface ModuleEntry {
+  address: string;
+  class: string;
+  parent: string | null;
+  children: string[];
+  params: ParamInfo[];
+  num_params: number;
+  buffers: string[];
+  calls: ModuleCall[];
+}
+
+export interface RunLog {
+  schema: string;
+  model: { class: string; device: string; seed: number; num_params: number };
+  num_passes: number;
+  num_layers: number;
+  num_ops_dispatched: number;
+  inputs: string[];
+  outputs: string[];
+  output_structure: unknown;
+  passes: Pass[];
+  layers: Layer[];
+  modules: ModuleEntry[];
+}
+
+export const LOG_SCHEMA = "torchlens.log/1";

@@ -1,0 +1,678 @@
+/**
+ * Streaming .npz writer: a ZIP archive of *stored* (uncompressed) `.npy` entries, written through
+ * one file descriptor with positional writes.
+ *
+ * Why our own: no npm zip package streams stored entries past 4 GiB without copying every buffer
+ * (see docs/DESIGN "Node-side choices"). What this file owns:
+ *
+ * - the `.npy` header ({@link npyHeader}),
+ * - the ZIP layout: local header, data, central directory, end records (ZIP64 when sizes or
+ *   offsets reach 4 GiB or the entry count reaches 65535),
+ * - batching into `writev` calls of up to {@link BATCH_BYTES}: pieces larger than
+ *   {@link COPY_MAX_BYTES} are written from the caller's memory, never copied; smaller ones are
+ *   copied into a staging buffer, because a write round trip per small piece costs far more than
+ *   the copy (and lets many small entries share one writev),
+ * - late naming: every local header reserves room for the longest valid key, the unused part
+ *   filled by a padding extra field (header id {@link PAD_EXTRA_ID}), so `rename` never moves data.
+ *
+ * Entry layout on disk:
+ *
+ *   [local header 30 B][name][ZIP64 extra 20 B, if the entry is >= 4 GiB][padding extra]
+ *   [.npy header, a multiple of 64 B][raw C-order data]
+ *
+ * The padding also aligns the raw data to 64 bytes in the file, so it can be memory-mapped.
+ */
+import { promises as fsp } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+import zlib from "node:zlib";
+import { TorchlensError } from "../errors.js";
+
+/** A failure of the npz writer (bad key, wrong byte count, misuse); `message` is meant for the user. */
+export class NpzError extends TorchlensError {
+  override name = "NpzError";
+}
+
+/** Longest final key (the npz key: the zip name without ".npy"). */
+export const MAX_KEY_LENGTH = 200;
+const KEY_CHARS = /^[A-Za-z0-9_.:-]+$/;
+/** Room reserved in every local header for the name. */
+const NAME_ROOM = MAX_KEY_LENGTH + ".npy".length;
+/** Extra-field header id of the padding field; not assigned in APPNOTE or by known tools. */
+export const PAD_EXTRA_ID = 0x6c74; // "tl"
+/** Pending pieces are handed to one writev once they reach this many bytes (or IOV_MAX pieces). */
+export const BATCH_BYTES = 4 << 20;
+const BATCH_PIECES = 1024;
+/** Pieces up to this size are copied into the batch's staging buffer; larger ones never are. */
+export const COPY_MAX_BYTES = 64 << 10;
+/** A staging buffer never overflows: a batch holds < BATCH_BYTES before the last copy. */
+const SLAB_BYTES = BATCH_BYTES + COPY_MAX_BYTES;
+const SPARE_SLABS = 2;
+const RESOLVED = Promise.resolve();
+
+const U32_MAX = 0xffffffff;
+const U16_MAX = 0xffff;
+const LOCAL_FIXED = 30;
+const CENTRAL_FIXED = 46;
+const ZIP64_LOCAL_EXTRA = 20; // id, size, uncompressed size, compressed size
+const PAD_EXTRA_HEADER = 4;
+const EOCD_SIZE = 22;
+const EOCD64_SIZE = 56;
+const EOCD64_LOCATOR_SIZE = 20;
+const VERSION_PLAIN = 20;
+const VERSION_ZIP64 = 45;
+const MADE_BY_UNIX = 3 << 8;
+const FILE_ATTRS = (0o100644 << 16) >>> 0; // regular file, rw-r--r--
+/** How many header rewrites `close` keeps in flight at once. */
+const REWRITE_CONCURRENCY = 64;
+
+export interface NpzWriterOptions {
+  /**
+   * Sizes and offsets at or above this use ZIP64 fields. Only tests lower it (to reach the ZIP64
+   * code paths without writing 4 GiB); the default is the ZIP limit, 0xffffffff.
+   * @internal
+   */
+  zip64Threshold?: number;
+}
+
+/** One array being written or already written; obtained from {@link NpzWriter.beginEntry}. */
+export interface NpzEntry {
+  /** The key the entry will have in the npz: the final key once renamed, else the provisional one. */
+  readonly key: string;
+  readonly descr: string;
+  readonly shape: readonly number[];
+  /** Bytes of raw data expected. */
+  readonly nbytes: number;
+}
+
+interface EntryState extends NpzEntry {
+  key: string;
+  /** Offset of the local header in the file. */
+  readonly offset: number;
+  /** Bytes of the zip member: .npy header + raw data. */
+  readonly size: number;
+  /** Name length + extra length of the local header (fixed; renames trade one for the other). */
+  readonly room: number;
+  readonly zip64Local: boolean;
+  /** Local header + reserved name room + .npy header; stays ours, so it may be patched in place. */
+  readonly head: Buffer;
+  /** The batch that carries `head`; once it is flushed, patches go to the file. */
+  headBatch: Batch;
+  /** Key written in the local header on disk (or in `head`, until flushed). */
+  headKey: string;
+  written: number;
+  crc: number;
+  open: boolean;
+}
+
+/** Contiguous pieces waiting for one writev at `pos`; every piece shares the batch's promise. */
+interface Batch {
+  readonly pos: number;
+  /** What the writev gets: caller pieces, headers, and runs of `slab`. */
+  readonly iov: Uint8Array[];
+  bytes: number;
+  /** Staging buffer for copied small pieces; `slab[runStart, slabUsed)` is not in `iov` yet. */
+  slab: Buffer | null;
+  slabUsed: number;
+  runStart: number;
+  flushed: boolean;
+  readonly done: Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Writes an .npz file entry by entry. Only one entry is open at a time; its data arrives in order,
+ * in pieces of any size. Pieces over {@link COPY_MAX_BYTES} are written without copying, so a piece
+ * must stay untouched until the promise returned by {@link write} resolves.
+ *
+ * Call {@link close} to finish the file, or {@link abort} to delete it. After a failed write every
+ * later call rethrows that failure; `abort` still works.
+ */
+export class NpzWriter {
+  private readonly entries: EntryState[] = [];
+  private readonly provisionalKeys = new Set<string>();
+  private readonly finalKeys = new Map<string, EntryState>();
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly dosTime: number;
+  private readonly dosDate: number;
+  private current: EntryState | null = null;
+  private batch: Batch | null = null;
+  /** Promise of the most recently flushed batch (backpressure for copied pieces). */
+  private lastFlush: Promise<void> = RESOLVED;
+  private readonly spareSlabs: Buffer[] = [];
+  /** End of everything handed out so far: where the next entry (or the directory) starts. */
+  private end = 0;
+  private failure: unknown = null;
+  private finished = false;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly path: string,
+    private readonly zip64Threshold: number,
+  ) {
+    [this.dosDate, this.dosTime] = dosDateTime(new Date());
+  }
+
+  /** Creates (or truncates) the file at `path`. */
+  static async create(path: string, options: NpzWriterOptions = {}): Promise<NpzWriter> {
+    if (typeof zlib.crc32 !== "function") {
+      throw new NpzError(
+        `writing .npz needs Node 20.15 or newer (zlib.crc32); this is Node ${process.versions.node}`,
+      );
+    }
+    const threshold = options.zip64Threshold ?? U32_MAX;
+    if (!Number.isInteger(threshold) || threshold < 1 || threshold > U32_MAX) {
+      throw new NpzError(`zip64Threshold must be an integer in 1..${U32_MAX}`);
+    }
+    const fh = await fsp.open(path, "w");
+    return new NpzWriter(fh, path, threshold);
+  }
+
+  /**
+   * Starts an entry: queues its local header (under `provisionalKey`, with room reserved for any
+   * valid final key) and its .npy header. `descr` is a numpy dtype string such as "<f4", "|b1";
+   * `nbytes` is the size of the raw C-order data that {@link write} will deliver.
+   */
+  beginEntry(provisionalKey: string, descr: string, shape: number[], nbytes: number): NpzEntry {
+    this.checkUsable();
+    if (this.current) {
+      throw new NpzError(
+        `cannot begin entry "${provisionalKey}": entry "${this.current.key}" is still open (call endEntry first)`,
+      );
+    }
+    checkKey(provisionalKey);
+    if (this.provisionalKeys.has(provisionalKey)) {
+      throw new NpzError(`duplicate npz key "${provisionalKey}": provisional keys must be unique`);
+    }
+    if (!Number.isSafeInteger(nbytes) || nbytes < 0) {
+      throw new NpzError(
+        `entry "${provisionalKey}": nbytes must be a non-negative integer, got ${nbytes}`,
+      );
+    }
+    const npy = npyHeader(descr, shape);
+    const itemsize = itemSize(descr);
+    if (itemsize !== null) {
+      const expected = shape.reduce((a, b) => a * b, 1) * itemsize;
+      if (expected !== nbytes) {
+        throw new NpzError(
+          `entry "${provisionalKey}": shape (${shape.join(", ")}) of ${descr} holds ${expected} bytes, not ${nbytes}`,
+        );
+      }
+    }
+
+    const offset = this.end;
+    const size = npy.length + nbytes;
+    const zip64Local = size >= this.zip64Threshold;
+    const minRoom = NAME_ROOM + (zip64Local ? ZIP64_LOCAL_EXTRA : 0) + PAD_EXTRA_HEADER;
+    // Grow the padding so the raw data (after the 64-byte-multiple .npy header) is 64-byte aligned.
+    const room = minRoom + ((64 - ((offset + LOCAL_FIXED + minRoom) % 64)) % 64);
+    const head = Buffer.alloc(LOCAL_FIXED + room + npy.length);
+    npy.copy(head, LOCAL_FIXED + room);
+
+    const batch = this.batchAt(offset);
+    const entry: EntryState = {
+      key: provisionalKey,
+      descr,
+      shape: [...shape],
+      nbytes,
+      offset,
+      size,
+      room,
+      zip64Local,
+      head,
+      headBatch: batch,
+      headKey: provisionalKey,
+      written: 0,
+      crc: zlib.crc32(npy),
+      open: true,
+    };
+    writeLocalHeader(entry, this.dosTime, this.dosDate, this.versionFor(entry));
+    this.provisionalKeys.add(provisionalKey);
+    this.entries.push(entry);
+    this.current = entry;
+    this.end = offset + head.length + nbytes;
+    this.pushRef(batch, head);
+    return entry;
+  }
+
+  /**
+   * Appends the next piece of the open entry's data. Leave the piece untouched until the returned
+   * promise resolves, and await it for backpressure. (A small piece is copied and resolves at
+   * once, unless its batch went out, then it waits for the batch before: two batches in flight.)
+   */
+  write(entry: NpzEntry, piece: Uint8Array): Promise<void> {
+    const e = entry as EntryState;
+    try {
+      this.checkUsable();
+      if (e !== this.current) throw new NpzError(`entry "${e.key}" is not the open entry`);
+      if (e.written + piece.byteLength > e.nbytes) {
+        throw new NpzError(
+          `entry "${e.key}": got ${e.written + piece.byteLength} bytes, more than the ${e.nbytes} announced`,
+        );
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const n = piece.byteLength;
+    if (n === 0) return RESOLVED;
+    const batch = this.batchAt(e.offset + e.head.length + e.written);
+    e.written += n;
+    if (n <= COPY_MAX_BYTES) {
+      e.crc = zlib.crc32(piece, e.crc);
+      const before = this.lastFlush;
+      batch.slab ??= this.spareSlabs.pop() ?? Buffer.allocUnsafe(SLAB_BYTES);
+      batch.slab.set(piece, batch.slabUsed);
+      batch.slabUsed += n;
+      batch.bytes += n;
+      this.flushIfFull(batch);
+      return this.lastFlush === before ? RESOLVED : before;
+    }
+    this.pushRef(batch, piece);
+    // After the push: if it started the write, the CRC runs while the kernel copies.
+    e.crc = zlib.crc32(piece, e.crc);
+    return batch.done;
+  }
+
+  /** Finishes the open entry: checks that exactly `nbytes` arrived and fixes the CRC in its header. */
+  async endEntry(entry: NpzEntry): Promise<void> {
+    const e = entry as EntryState;
+    this.checkUsable();
+    if (e !== this.current) throw new NpzError(`entry "${e.key}" is not the open entry`);
+    if (e.written !== e.nbytes) {
+      throw new NpzError(`entry "${e.key}": got ${e.written} bytes, expected ${e.nbytes}`);
+    }
+    e.open = false;
+    this.current = null;
+    if (!e.headBatch.flushed) {
+      e.head.writeUInt32LE(e.crc >>> 0, 14); // still ours: the batch writes it with the CRC
+      return;
+    }
+    // The header went out with CRC 0; patch it once that write has landed (positional writes to
+    // the same bytes may otherwise reorder). `head` itself may still be in use by that write.
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32LE(e.crc >>> 0);
+    await e.headBatch.done;
+    await this.track(writeAll(this.fh, [crc], e.offset + 14));
+  }
+
+  /**
+   * Gives an entry its final key (the npz key, without ".npy"). Allowed any time before
+   * {@link close}, also while the entry is open, and more than once.
+   */
+  rename(entry: NpzEntry, finalKey: string): void {
+    const e = entry as EntryState;
+    this.checkUsable();
+    checkKey(finalKey);
+    const holder = this.finalKeys.get(finalKey);
+    if (holder && holder !== e) {
+      throw new NpzError(
+        `duplicate npz key "${finalKey}": another entry was already renamed to it`,
+      );
+    }
+    if (this.finalKeys.get(e.key) === e) this.finalKeys.delete(e.key);
+    this.finalKeys.set(finalKey, e);
+    e.key = finalKey;
+  }
+
+  /**
+   * Writes the central directory (ZIP64 records when needed), rewrites the local header of each
+   * renamed entry in place with its final name, and closes the file. Throws, leaving the writer
+   * usable, if an entry is still open or two entries end up with the same key.
+   */
+  async close(): Promise<{ entries: number; bytes: number }> {
+    this.checkUsable();
+    if (this.current) {
+      throw new NpzError(
+        `cannot close: entry "${this.current.key}" is still open (call endEntry first)`,
+      );
+    }
+    const seen = new Set<string>();
+    for (const e of this.entries) {
+      if (seen.has(e.key)) {
+        throw new NpzError(
+          `duplicate npz key "${e.key}": an entry renamed to it clashes with an entry that kept it as provisional key`,
+        );
+      }
+      seen.add(e.key);
+    }
+    this.flush();
+    await this.settle();
+    this.checkUsable();
+
+    const stale = this.entries.filter((e) => e.headKey !== e.key);
+    for (let i = 0; i < stale.length; i += REWRITE_CONCURRENCY) {
+      await Promise.all(
+        stale.slice(i, i + REWRITE_CONCURRENCY).map((e) => {
+          e.headKey = e.key;
+          writeLocalHeader(e, this.dosTime, this.dosDate, this.versionFor(e));
+          return writeAll(this.fh, [e.head.subarray(0, LOCAL_FIXED + e.room)], e.offset);
+        }),
+      );
+    }
+
+    const directory = this.centralDirectory();
+    await writeAll(this.fh, directory, this.end);
+    const bytes = this.end + directory.reduce((n, b) => n + b.length, 0);
+    this.finished = true;
+    await this.fh.close();
+    return { entries: this.entries.length, bytes };
+  }
+
+  /** Stops writing, closes and deletes the file (for interrupted runs). Never throws for I/O. */
+  async abort(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    this.current = null;
+    // Pieces not handed to the OS yet are dropped; whoever awaits them learns why.
+    this.batch?.reject(new NpzError(`npz writer for ${this.path} was aborted`));
+    this.batch = null;
+    await this.settle();
+    await this.fh.close().catch(() => {});
+    await fsp.rm(this.path, { force: true });
+  }
+
+  private versionFor(e: EntryState): number {
+    return e.zip64Local || e.offset >= this.zip64Threshold ? VERSION_ZIP64 : VERSION_PLAIN;
+  }
+
+  private checkUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.finished) throw new NpzError(`npz writer for ${this.path} is already closed`);
+  }
+
+  /** The batch that continues at `pos`, starting a new one if the current batch can't. */
+  private batchAt(pos: number): Batch {
+    const b = this.batch;
+    if (b && b.pos + b.bytes === pos) return b;
+    this.flush();
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    // Callers that don't await a piece must not crash the process; the failure resurfaces through
+    // `failure` on the next call.
+    done.catch(() => {});
+    const batch: Batch = {
+      pos,
+      iov: [],
+      bytes: 0,
+      slab: null,
+      slabUsed: 0,
+      runStart: 0,
+      flushed: false,
+      done,
+      resolve,
+      reject,
+    };
+    this.batch = batch;
+    // Whatever arrives before the event loop turns shares one writev; someone awaiting a piece
+    // of this batch waits at most that long.
+    setImmediate(() => {
+      if (this.batch === batch) this.flush();
+    });
+    return batch;
+  }
+
+  /** Adds a buffer to the batch by reference (caller pieces over COPY_MAX_BYTES, our headers). */
+  private pushRef(batch: Batch, piece: Uint8Array): void {
+    endRun(batch);
+    batch.iov.push(piece);
+    batch.bytes += piece.byteLength;
+    this.flushIfFull(batch);
+  }
+
+  private flushIfFull(batch: Batch): void {
+    if (batch.bytes >= BATCH_BYTES || batch.iov.length >= BATCH_PIECES) this.flush();
+  }
+
+  private flush(): void {
+    const b = this.batch;
+    if (!b) return;
+    this.batch = null;
+    b.flushed = true;
+    this.lastFlush = b.done;
+    if (this.failure) {
+      b.reject(this.failure);
+      return;
+    }
+    endRun(b);
+    this.track(writeAll(this.fh, b.iov, b.pos)).then(() => {
+      if (b.slab && this.spareSlabs.length < SPARE_SLABS) this.spareSlabs.push(b.slab);
+      b.resolve();
+    }, b.reject);
+  }
+
+  /** Keeps `p` in the in-flight set; its failure poisons the writer. */
+  private track(p: Promise<void>): Promise<void> {
+    const tracked = p.catch((err: unknown) => {
+      this.failure ??= err;
+      throw err;
+    });
+    this.inflight.add(tracked);
+    const forget = () => this.inflight.delete(tracked);
+    tracked.then(forget, forget);
+    return tracked;
+  }
+
+  private async settle(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  private centralDirectory(): Buffer[] {
+    const t = this.zip64Threshold;
+    const out: Buffer[] = [];
+    let cdSize = 0;
+    for (const e of this.entries) {
+      const name = Buffer.from(`${e.key}.npy`, "latin1");
+      const bigSize = e.size >= t;
+      const bigOffset = e.offset >= t;
+      const extraLen = bigSize || bigOffset ? 4 + (bigSize ? 16 : 0) + (bigOffset ? 8 : 0) : 0;
+      const h = Buffer.alloc(CENTRAL_FIXED + name.length + extraLen);
+      const version = this.versionFor(e);
+      h.writeUInt32LE(0x02014b50, 0);
+      h.writeUInt16LE(MADE_BY_UNIX | version, 4);
+      h.writeUInt16LE(version, 6);
+      // flags 0, method 0 (stored)
+      h.writeUInt16LE(this.dosTime, 12);
+      h.writeUInt16LE(this.dosDate, 14);
+      h.writeUInt32LE(e.crc >>> 0, 16);
+      h.writeUInt32LE(bigSize ? U32_MAX : e.size, 20);
+      h.writeUInt32LE(bigSize ? U32_MAX : e.size, 24);
+      h.writeUInt16LE(name.length, 28);
+      h.writeUInt16LE(extraLen, 30);
+      // comment length, disk number start, internal attributes: 0
+      h.writeUInt32LE(FILE_ATTRS, 38);
+      h.writeUInt32LE(bigOffset ? U32_MAX : e.offset, 42);
+      name.copy(h, CENTRAL_FIXED);
+      let p = CENTRAL_FIXED + name.length;
+      if (extraLen > 0) {
+        p = h.writeUInt16LE(0x0001, p);
+        p = h.writeUInt16LE(extraLen - 4, p);
+        // ZIP64 extra: only the fields whose fixed slot holds 0xffffffff, in this order.
+        if (bigSize) {
+          p = h.writeBigUInt64LE(BigInt(e.size), p);
+          p = h.writeBigUInt64LE(BigInt(e.size), p);
+        }
+        if (bigOffset) h.writeBigUInt64LE(BigInt(e.offset), p);
+      }
+      out.push(h);
+      cdSize += h.length;
+    }
+
+    const cdOffset = this.end;
+    const count = this.entries.length;
+    const manyEntries = count >= U16_MAX;
+    const bigCdSize = cdSize >= t;
+    const bigCdOffset = cdOffset >= t;
+    if (manyEntries || bigCdSize || bigCdOffset) {
+      const z = Buffer.alloc(EOCD64_SIZE + EOCD64_LOCATOR_SIZE);
+      z.writeUInt32LE(0x06064b50, 0);
+      z.writeBigUInt64LE(BigInt(EOCD64_SIZE - 12), 4);
+      z.writeUInt16LE(MADE_BY_UNIX | VERSION_ZIP64, 12);
+      z.writeUInt16LE(VERSION_ZIP64, 14);
+      // this disk, disk with the directory: 0
+      z.writeBigUInt64LE(BigInt(count), 24);
+      z.writeBigUInt64LE(BigInt(count), 32);
+      z.writeBigUInt64LE(BigInt(cdSize), 40);
+      z.writeBigUInt64LE(BigInt(cdOffset), 48);
+      z.writeUInt32LE(0x07064b50, EOCD64_SIZE);
+      // disk with the ZIP64 end record: 0
+      z.writeBigUInt64LE(BigInt(cdOffset + cdSize), EOCD64_SIZE + 8);
+      z.writeUInt32LE(1, EOCD64_SIZE + 16); // total disks
+      out.push(z);
+    }
+    const eocd = Buffer.alloc(EOCD_SIZE);
+    eocd.writeUInt32LE(0x06054b50, 0);
+    eocd.writeUInt16LE(manyEntries ? U16_MAX : count, 8);
+    eocd.writeUInt16LE(manyEntries ? U16_MAX : count, 10);
+    eocd.writeUInt32LE(bigCdSize ? U32_MAX : cdSize, 12);
+    eocd.writeUInt32LE(bigCdOffset ? U32_MAX : cdOffset, 16);
+    out.push(eocd);
+    return out;
+  }
+}
+
+/**
+ * The .npy (format 1.0) magic and header for a C-order array, padded with spaces so the data that
+ * follows starts at a multiple of 64 bytes. Uses format 2.0 if the header outgrows 64 KiB and 3.0
+ * if it is not Latin-1.
+ */
+export function npyHeader(descr: string, shape: number[]): Buffer {
+  // Characters that would break the Python literal numpy parses; real dtype strings never have them.
+  if (
+    descr.length === 0 ||
+    /['\\]/.test(descr) ||
+    hasCharCode(descr, (c) => c < 0x20 || c === 0x7f)
+  ) {
+    throw new NpzError(`invalid numpy dtype string ${JSON.stringify(descr)}`);
+  }
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) {
+      throw new NpzError(
+        `invalid shape [${shape.join(", ")}]: dimensions must be non-negative integers`,
+      );
+    }
+  }
+  const tuple = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
+  const dict = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${tuple}, }`;
+  const utf8 = hasCharCode(dict, (c) => c > 0xff);
+  const encoding = utf8 ? "utf8" : "latin1";
+  const dictBytes = Buffer.byteLength(dict, encoding);
+  // magic (6) + version (2) + length (2 or 4) + dict + padding + "\n"
+  let prefix = 10;
+  let total = align64(prefix + dictBytes + 1);
+  if (utf8 || total - prefix > U16_MAX) {
+    prefix = 12;
+    total = align64(prefix + dictBytes + 1);
+  }
+  const out = Buffer.alloc(total, 0x20);
+  out.write("\x93NUMPY", 0, "latin1");
+  out[6] = utf8 ? 3 : prefix === 12 ? 2 : 1;
+  out[7] = 0;
+  if (prefix === 10) out.writeUInt16LE(total - prefix, 8);
+  else out.writeUInt32LE(total - prefix, 8);
+  out.write(dict, prefix, encoding);
+  out[total - 1] = 0x0a;
+  return out;
+}
+
+/** Throws unless `key` may name an npz entry. */
+export function checkKey(key: string): void {
+  const bad = (why: string) => new NpzError(`invalid npz key ${JSON.stringify(key)}: ${why}`);
+  if (key.length === 0) throw bad("it is empty");
+  if (key.length > MAX_KEY_LENGTH)
+    throw bad(`longer than ${MAX_KEY_LENGTH} characters (${key.length})`);
+  if (!KEY_CHARS.test(key)) throw bad("only letters, digits and _ . : - are allowed");
+  if (key.startsWith(".")) throw bad('it starts with "."');
+  if (key.includes("..")) throw bad('it contains ".."');
+}
+
+/** Bytes per element for plain dtype strings ("<f4", "|b1", "<U3"); null when we can't tell. */
+function itemSize(descr: string): number | null {
+  const m = /^[<>|=]?([a-zA-Z])(\d+)$/.exec(descr);
+  if (!m) return null;
+  const n = Number(m[2]);
+  return m[1] === "U" ? 4 * n : n;
+}
+
+/** Fills the local header and name room of `e.head` for the entry's current key. */
+function writeLocalHeader(e: EntryState, time: number, date: number, version: number): void {
+  const h = e.head;
+  const name = `${e.key}.npy`;
+  h.writeUInt32LE(0x04034b50, 0);
+  h.writeUInt16LE(version, 4);
+  h.writeUInt16LE(0, 6); // flags: sizes and CRC are in this header, no data descriptor
+  h.writeUInt16LE(0, 8); // stored
+  h.writeUInt16LE(time, 10);
+  h.writeUInt16LE(date, 12);
+  h.writeUInt32LE(e.open ? 0 : e.crc >>> 0, 14);
+  h.writeUInt32LE(e.zip64Local ? U32_MAX : e.size, 18);
+  h.writeUInt32LE(e.zip64Local ? U32_MAX : e.size, 22);
+  h.writeUInt16LE(name.length, 26);
+  h.writeUInt16LE(e.room - name.length, 28);
+  let p = LOCAL_FIXED + h.write(name, LOCAL_FIXED, "latin1");
+  if (e.zip64Local) {
+    p = h.writeUInt16LE(0x0001, p);
+    p = h.writeUInt16LE(16, p);
+    p = h.writeBigUInt64LE(BigInt(e.size), p);
+    p = h.writeBigUInt64LE(BigInt(e.size), p);
+  }
+  const padEnd = LOCAL_FIXED + e.room;
+  p = h.writeUInt16LE(PAD_EXTRA_ID, p);
+  p = h.writeUInt16LE(padEnd - p - 2, p);
+  h.fill(0, p, padEnd);
+}
+
+/** Moves the batch's pending run of copied bytes into its iov list. */
+function endRun(b: Batch): void {
+  if (b.slab && b.slabUsed > b.runStart) {
+    b.iov.push(b.slab.subarray(b.runStart, b.slabUsed));
+    b.runStart = b.slabUsed;
+  }
+}
+
+/** Writes all of `bufs` at `pos`, continuing after short writes. */
+async function writeAll(fh: FileHandle, bufs: Uint8Array[], pos: number): Promise<void> {
+  let rest = bufs;
+  let at = pos;
+  for (;;) {
+    const want = rest.reduce((n, b) => n + b.byteLength, 0);
+    if (want === 0) return;
+    const { bytesWritten } =
+      rest.length === 1
+        ? await fh.write(rest[0] as Uint8Array, 0, want, at)
+        : await fh.writev(rest, at);
+    if (bytesWritten === want) return;
+    if (bytesWritten <= 0) throw new NpzError(`write to .npz stalled at offset ${at}`);
+    at += bytesWritten;
+    let skip = bytesWritten;
+    const next: Uint8Array[] = [];
+    for (const b of rest) {
+      if (skip >= b.byteLength) skip -= b.byteLength;
+      else {
+        next.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    rest = next;
+  }
+}
+
+function hasCharCode(s: string, test: (code: number) => boolean): boolean {
+  for (let i = 0; i < s.length; i++) if (test(s.charCodeAt(i))) return true;
+  return false;
+}
+
+function align64(n: number): number {
+  return Math.ceil(n / 64) * 64;
+}
+
+/** MS-DOS [date, time] fields of a local time; ZIP can't say anything before 1980. */
+function dosDateTime(d: Date): [number, number] {
+  const year = Math.max(d.getFullYear(), 1980);
+  const date = ((year - 1980) << 9) | ((d.getMonth() + 1) << 5) | d.getDate();
+  const time = (d.getHours() << 11) | (d.getMinutes() << 5) | (d.getSeconds() >> 1);
+  return [date, time];
+}

@@ -1,0 +1,33 @@
+/** Run the real CLI (bin/torchlens.js over dist/) and Debian's Python, for integration tests. */
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { execa } from "execa";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const BIN = path.join(ROOT, "bin/torchlens.js");
+/** A Python with torch: TORCHLENS_PYTHON when set, else Debian's. */
+export const PYTHON = process.env.TORCHLENS_PYTHON || "/usr/bin/python3";
+
+export function fixture(name: string): string {
+  return path.join(ROOT, "fixtures", name);
+}
+
+export async function torchlens(args: string[], opts: { env?: Record<string, string>; input?: Buffer | string; cwd?: string } = {}) {
+  return execa("node", [BIN, ...args], {
+    reject: false,
+    env: { TORCHLENS_PYTHON: PYTHON, ...opts.env },
+    input: opts.input,
+    cwd: opts.cwd ?? ROOT,
+  });
+}
+
+export async function python(args: string[]) {
+  return execa(PYTHON, args, { reject: false, cwd: ROOT });
+}
+
+export function tempDir(prefix = "torchlens-test-"): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}

@@ -1,0 +1,77 @@
+import { chmodSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { Agent } from "../src/agent/process.js";
+import { DEFAULT_CANDIDATES, choosePython } from "../src/agent/python.js";
+import { isTorchlensError } from "../src/errors.js";
+import { PYTHON, fixture, tempDir, torchlens } from "./helpers/cli.js";
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+/** A fake interpreter: a shell script that behaves like a Python lacking torch (exits 3 after saying so). */
+function pythonWithout(name: string, missing: string): string {
+  const file = path.join(tmp.dir, name);
+  writeFileSync(file, `#!/bin/sh\necho "TORCHLENS_MISSING ${missing}" >&2\nexit 3\n`);
+  chmodSync(file, 0o755);
+  return file;
+}
+
+describe("choosePython: which interpreters are tried, in order", () => {
+  test("--python wins over TORCHLENS_PYTHON and is explicit", () => {
+    expect(choosePython("/opt/py", { TORCHLENS_PYTHON: "/env/py" })).toEqual({ candidates: ["/opt/py"], explicit: true, source: "--python" });
+  });
+  test("TORCHLENS_PYTHON is used as given when there is no flag", () => {
+    expect(choosePython(undefined, { TORCHLENS_PYTHON: "/env/py" })).toEqual({ candidates: ["/env/py"], explicit: true, source: "TORCHLENS_PYTHON" });
+  });
+  test("otherwise python3, python, /usr/bin/python3 are searched", () => {
+    expect(choosePython(undefined, {})).toEqual({ candidates: DEFAULT_CANDIDATES, explicit: false, source: "search" });
+  });
+});
+
+describe("Agent.start with real interpreters", () => {
+  test("a real Python without its site-packages is found lacking torch, numpy and msgpack by the agent itself", async () => {
+    const bare = path.join(tmp.dir, "bare-python");
+    writeFileSync(bare, `#!/bin/sh\nexec ${PYTHON} -S "$@"\n`);
+    chmodSync(bare, 0o755);
+    const err = await Agent.start({ python: { candidates: [bare], explicit: true, source: "--python" } }).catch((e) => e);
+    expect(err.message).toMatch(/lacks torch, numpy, msgpack/);
+  });
+
+  test("a search skips interpreters that lack torch and uses the first that has everything", async () => {
+    const agent = await Agent.start({ python: { candidates: [pythonWithout("nopy1", "torch"), "/no/such/python", PYTHON], explicit: false, source: "search" } });
+    expect(agent.hello.torch).toMatch(/^\d/);
+    agent.send({ type: "shutdown" });
+    await agent.close();
+  });
+
+  test("when no candidate works, the error lists each one tried and what it lacked", async () => {
+    const err = await Agent.start({ python: { candidates: [pythonWithout("nopy2", "torch,msgpack"), "/no/such/python"], explicit: false, source: "search" } }).catch((e) => e);
+    expect(isTorchlensError(err)).toBe(true);
+    expect(err.exitCode).toBe(2);
+    expect(err.message).toMatch(/no Python with torch/);
+    expect(err.details.join("\n")).toMatch(/nopy2: lacks torch, msgpack/);
+    expect(err.details.join("\n")).toMatch(/\/no\/such\/python: not found/);
+    expect(err.hint).toMatch(/apt-get install python3-torch/);
+  });
+
+  test("an explicitly named Python that lacks torch is the error: no silent fallback", async () => {
+    const bad = pythonWithout("nopy3", "torch");
+    const err = await Agent.start({ python: { candidates: [bad], explicit: true, source: "--python" } }).catch((e) => e);
+    expect(err.message).toMatch(/--python/);
+    expect(err.message).toMatch(/lacks torch/);
+  });
+});
+
+test("the CLI with TORCHLENS_PYTHON pointing at a Python without torch exits 2 and says which variable", async () => {
+  const bad = pythonWithout("nopy4", "torch");
+  const res = await torchlens(["extract", fixture("cnn.py"), "-o", path.join(tmp.dir, "never")], { env: { TORCHLENS_PYTHON: bad } });
+  expect(res.exitCode).toBe(2);
+  expect(res.stderr).toMatch(/TORCHLENS_PYTHON/);
+  expect(res.stderr).toMatch(/fix:/);
+});
+
+test("the CLI with --python naming a missing file exits 2 saying it was not found", async () => {
+  const res = await torchlens(["extract", fixture("cnn.py"), "--python", "/no/such/python3", "-o", path.join(tmp.dir, "never")]);
+  expect(res.exitCode).toBe(2);
+  expect(res.stderr).toMatch(/\/no\/such\/python3.*not found/);
+});

@@ -1,0 +1,109 @@
+import { readFileSync } from "node:fs";
+import { Readable } from "node:stream";
+import { Packr } from "msgpackr";
+import { type Frame, MAX_HEADER_BYTES, PROTOCOL, WireError, encodeFrame, readFrames } from "../src/agent/wire.js";
+
+const recorded = readFileSync(new URL("./fixtures/stream_branching_mlp.bin", import.meta.url));
+
+/** Feed `bytes` to readFrames in chunks of the given sizes (cycled). */
+async function parse(bytes: Buffer, sizes: number[]): Promise<Frame[]> {
+  const chunks: Buffer[] = [];
+  for (let off = 0, i = 0; off < bytes.length; i++) {
+    const n = sizes[i % sizes.length];
+    chunks.push(bytes.subarray(off, off + n));
+    off += n;
+  }
+  const frames: Frame[] = [];
+  for await (const f of readFrames(Readable.from(chunks))) frames.push(f);
+  return frames;
+}
+
+function summary(frames: Frame[]) {
+  return frames.map((f) => ({ type: f.header.type, id: f.header.id, bytes: Buffer.concat(f.payload).toString("hex") }));
+}
+
+describe("readFrames on a stream recorded from the real agent", () => {
+  test("the recorded stream parses into hello, model, op/data/module records and done", async () => {
+    const frames = await parse(recorded, [recorded.length]);
+    const types = frames.map((f) => f.header.type);
+    expect(types[0]).toBe("hello");
+    expect(frames[0].header.protocol).toBe(PROTOCOL);
+    expect(types[1]).toBe("model");
+    expect(types[types.length - 1]).toBe("done");
+    expect(types).toContain("op");
+    expect(types).toContain("data");
+    expect(types).toContain("module");
+  });
+
+  test("every saved op is followed by data frames carrying exactly its nbytes", async () => {
+    const frames = await parse(recorded, [recorded.length]);
+    for (let i = 0; i < frames.length; i++) {
+      const h = frames[i].header;
+      if (h.type !== "op" || !h.nbytes) continue;
+      let got = 0;
+      let j = i + 1;
+      while (j < frames.length && frames[j].header.type === "data") {
+        expect(frames[j].header.id).toBe(h.id);
+        got += frames[j].payload.reduce((s, p) => s + p.length, 0);
+        j++;
+      }
+      expect(got).toBe(h.nbytes);
+    }
+  });
+
+  test("chunk boundaries anywhere (1 byte, odd sizes) give the same frames as one big chunk", async () => {
+    const whole = summary(await parse(recorded, [recorded.length]));
+    expect(summary(await parse(recorded, [1]))).toEqual(whole);
+    expect(summary(await parse(recorded, [3, 7, 1, 4096, 13]))).toEqual(whole);
+  });
+
+  test("payload pieces are views of the read chunks, not copies", async () => {
+    const frames = await parse(recorded, [recorded.length]);
+    const data = frames.find((f) => f.header.type === "data" && f.payload.length);
+    expect(data?.payload[0].buffer).toBe(recorded.buffer);
+  });
+});
+
+describe("readFrames on bad input", () => {
+  const packr = new Packr({ useRecords: false });
+  const frame = (header: object, payload = Buffer.alloc(0)) => {
+    const body = packr.pack(header);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(body.length);
+    return Buffer.concat([len, body, payload]);
+  };
+
+  test("a stream cut inside a frame is an error, not a silent end", async () => {
+    const bytes = frame({ type: "data", id: 1, nbytes: 10 }, Buffer.alloc(10));
+    await expect(parse(bytes.subarray(0, bytes.length - 3), [5])).rejects.toThrow(WireError);
+  });
+
+  test("an absurd header length (text printed to the wire) is rejected", async () => {
+    await expect(parse(Buffer.from("hello world, not a frame\n"), [100])).rejects.toThrow(WireError);
+    const huge = Buffer.alloc(4);
+    huge.writeUInt32LE(MAX_HEADER_BYTES + 1);
+    await expect(parse(huge, [4])).rejects.toThrow(/header/);
+  });
+
+  test("a header that is not a map with a type is rejected", async () => {
+    const body = packr.pack([1, 2, 3]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(body.length);
+    await expect(parse(Buffer.concat([len, body]), [64])).rejects.toThrow(/type/);
+  });
+
+  test("multi-frame tensors reassemble in order across data frames", async () => {
+    const a = Buffer.from([1, 2, 3, 4]);
+    const b = Buffer.from([5, 6]);
+    const bytes = Buffer.concat([frame({ type: "op", id: 7, nbytes: 6 }), frame({ type: "data", id: 7, nbytes: 4 }, a), frame({ type: "data", id: 7, nbytes: 2 }, b)]);
+    const frames = await parse(bytes, [5]);
+    expect(frames.map((f) => f.header.type)).toEqual(["op", "data", "data"]);
+    expect(frames[0].payload).toEqual([]); // op records never carry a payload, whatever their nbytes says
+    expect(Buffer.concat([...frames[1].payload, ...frames[2].payload])).toEqual(Buffer.concat([a, b]));
+  });
+});
+
+test("encodeFrame writes a little-endian length and a msgpack map the agent can read", () => {
+  const bytes = encodeFrame({ type: "extract", seed: 3 });
+  expect(bytes.readUInt32LE(0)).toBe(bytes.length - 4);
+});

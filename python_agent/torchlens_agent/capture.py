@@ -16,6 +16,7 @@ All mutable state of one forward pass lives in the `CaptureSession`.
 """
 
 import itertools
+import re
 import math
 import time
 import types
@@ -95,6 +96,15 @@ _INPLACE_DUNDERS = frozenset(
 )
 _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodDescriptorType,
                    types.WrapperDescriptorType, types.BuiltinMethodType)
+
+
+def label_name(func: str) -> str:
+    """The name an op has in labels and selectors: `__add__` → `add`, `relu_` → `relu`, `T` → `t`.
+
+    Defined here only: every record carries it as `name`, and the CLI uses that.
+    """
+    name = re.sub(r"[^a-z0-9_]+", "_", func.lower()).strip("_")
+    return name or "op"
 
 
 def _is_op_name(name: str) -> bool:
@@ -185,14 +195,40 @@ def _descr(arr: np.ndarray) -> str:
     return arr.dtype.str
 
 
+# -- what to save ---------------------------------------------------------------------------------
+
+class SavePlan:
+    """Which passes get their bytes sent: "all", "none", or a selection the agent can decide as ops
+    happen (docs/wire.md): `ids` (pass ids, from a dry run), `words` (a module address when the
+    model has one by that name, else a function name), `modules` (addresses), `ordinals`
+    (0-based positions in execution order, i.e. pass id - 1)."""
+
+    def __init__(self, spec: Any, addresses: set):
+        self.all = spec == "all" or spec is None
+        self.none = spec == "none"
+        spec = spec if isinstance(spec, dict) else {}
+        words = list(spec.get("words", []))
+        self.modules = set(spec.get("modules", [])) | {w for w in words if w in addresses}
+        self.names = {w for w in words if w not in addresses}
+        self.ids = set(spec.get("ids", [])) | {k + 1 for k in spec.get("ordinals", [])}
+
+    def wants(self, record: Dict[str, Any]) -> bool:
+        if self.all:
+            return True
+        if self.none:
+            return False
+        if record["id"] in self.ids or record["name"] in self.names or record["func"] in self.names:
+            return True
+        return bool(self.modules) and any(m[0] in self.modules for m in record["modules"])
+
+
 # -- the session ------------------------------------------------------------------------------
 
 class CaptureSession:
     """Everything that changes during one captured forward pass."""
 
-    def __init__(self, wire, model: nn.Module, save: bool, max_repr: int = 64):
+    def __init__(self, wire, model: nn.Module, save: Any = "all", max_repr: int = 64):
         self.wire = wire
-        self.save = save
         self.max_repr = max_repr
         self.sid = next(_session_ids)
         self.paused = 0
@@ -206,6 +242,7 @@ class CaptureSession:
         self.param_address: Dict[int, str] = {}
         self.buffer_address: Dict[int, str] = {}
         self._dynamic_modules = 0
+        self._names: Dict[str, str] = {}
         for name, mod in model.named_modules():
             self.module_address.setdefault(id(mod), name)
             prefix = name + "." if name else ""
@@ -216,6 +253,7 @@ class CaptureSession:
                 if b is not None:
                     self.buffer_address.setdefault(id(b), prefix + bname)
         self._keep: List[Any] = [model]  # objects whose ids we rely on stay alive
+        self.selection = SavePlan(save, set(self.module_address.values()))
 
     # tags -----------------------------------------------------------------------------------
 
@@ -238,7 +276,7 @@ class CaptureSession:
         record["shape"] = list(t.shape)
         record["dtype"] = dtype_name(t.dtype)
         record["device"] = str(t.device)
-        if self.save:
+        if self.selection.wants(record):
             arr, note = tensor_bytes(t)
             record["stored_dtype"] = _descr(arr)
             record["nbytes"] = arr.nbytes
@@ -254,7 +292,7 @@ class CaptureSession:
 
     def _source(self, t: Tensor, kind: str, func: str, **extra: Any) -> int:
         pid = self._new_pass(t)
-        record = {"type": "op", "id": pid, "kind": kind, "func": func, "qualname": None,
+        record = {"type": "op", "id": pid, "kind": kind, "func": func, "name": func, "qualname": None,
                   "call": None, "out_index": None, "parents": [], "args": {}, "params": [],
                   "modules": [list(m) for m in self.module_stack], "inplace": False,
                   "time_ms": 0.0}
@@ -334,12 +372,15 @@ class CaptureSession:
             summary = _summarize_args(args, kwargs, self.max_repr)
             modules = [list(m) for m in self.module_stack]
             inplace = _is_inplace(func, kwargs)
+            name = self._names.get(func)
+            if name is None:
+                name = self._names[func] = label_name(func)
             time_ms = elapsed * 1000.0
             multi = not isinstance(out, Tensor)
             for path, t in fresh:
                 pid = self._new_pass(t)
                 self._emit(t, {"type": "op", "id": pid, "kind": kind, "func": func,
-                               "qualname": qualname, "call": call,
+                               "name": name, "qualname": qualname, "call": call,
                                "out_index": path if multi else None, "parents": parents,
                                "args": summary, "params": params, "modules": modules,
                                "inplace": inplace, "time_ms": time_ms})
@@ -367,8 +408,9 @@ class CaptureSession:
         self.module_stack.pop()
         addr, n, inputs = entry
         outputs = [pid for pid in (self.tag_of(t) for _, t in iter_tensors(out)) if pid is not None]
+        parent = list(self.module_stack[-1]) if self.module_stack else None
         self.wire.send({"type": "module", "address": addr, "call": n, "class": type(mod).__name__,
-                        "inputs": inputs, "outputs": outputs})
+                        "parent": parent, "inputs": inputs, "outputs": outputs})
 
     # outputs ---------------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
         args, kwargs = to_device(args, device), to_device(kwargs, device)
         wire.send(_model_frame(model, device, seed), flush=True)
         phase = "capture"
-        session = CaptureSession(wire, model, save=request.get("save", "all") != "none",
+        session = CaptureSession(wire, model, save=request.get("save", "all"),
                                  max_repr=int(request.get("max_args_repr", 64)))
         seed_everything(seed)  # the forward pass sees the same RNG state on every run
         out, forward_s = run_captured(wrappers, session, model, args, kwargs)

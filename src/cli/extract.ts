@@ -10,6 +10,7 @@ import { Agent, type Hello } from "../agent/process.js";
 import { choosePython } from "../agent/python.js";
 import { TorchlensError, usageError } from "../errors.js";
 import { buildLog } from "../log/build.js";
+import { type AgentSelection, planSelection, selectPasses, splitSelectors } from "../log/select.js";
 import type { ModelRecord, ModuleCallRecord, OpRecord, OutputStructure, RawRun, RunLog } from "../log/types.js";
 import { NpzWriter, type NpzEntry } from "../store/npz.js";
 import { ACTIVATIONS, LOG, MANIFEST, RunDir, fsError, sha256File } from "../store/runDir.js";
@@ -28,6 +29,8 @@ export interface ExtractOptions {
   force: boolean;
   python?: string;
   allowPickle: boolean;
+  /** --layers: what to save (the log always lists every pass). */
+  layers?: string[];
   json: boolean;
   verbose: boolean;
 }
@@ -44,6 +47,8 @@ export interface ExtractSummary {
   wall_ms: number;
   forward_ms: number;
   first_op_ms: number | null;
+  /** Forward passes run: 2 when --layers needed final labels (a dry pass first). */
+  forward_passes: number;
   python: string;
   torch: string;
 }
@@ -103,7 +108,7 @@ async function inputSpec(opts: ExtractOptions, run: RunDir): Promise<InputSpec> 
 }
 
 /** Read the agent's frames until `done`, writing each saved pass into the npz as its bytes arrive. */
-async function streamRun(agent: Agent, npz: NpzWriter, entries: Map<number, NpzEntry>, progress: Progress, t0: number) {
+async function streamRun(agent: Agent, npz: NpzWriter | null, entries: Map<number, NpzEntry>, progress: Progress, t0: number) {
   let model: ModelRecord | null = null;
   const ops: OpRecord[] = [];
   const moduleCalls: ModuleCallRecord[] = [];
@@ -122,6 +127,7 @@ async function streamRun(agent: Agent, npz: NpzWriter, entries: Map<number, NpzE
         if (firstOpMs === null && op.kind !== "input") firstOpMs = performance.now() - t0;
         ops.push(op);
         if (op.stored_dtype !== null) {
+          if (!npz) throw new TorchlensError(`the agent sent bytes for pass ${op.id} during a pass that saves nothing`);
           const entry = npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.nbytes);
           entries.set(op.id, entry);
           if (op.nbytes === 0) await npz.endEntry(entry);
@@ -133,12 +139,12 @@ async function streamRun(agent: Agent, npz: NpzWriter, entries: Map<number, NpzE
       case "data": {
         if (!current || header.id !== current.id) throw new TorchlensError(`the agent sent bytes for pass ${String(header.id)} out of order`);
         for (const piece of payload) {
-          await npz.write(current.entry, piece);
+          await (npz as NpzWriter).write(current.entry, piece);
           current.remaining -= piece.length;
           bytes += piece.length;
         }
         if (current.remaining === 0) {
-          await npz.endEntry(current.entry);
+          await (npz as NpzWriter).endEntry(current.entry);
           current = null;
         }
         progress.update(`${ops.length} passes, ${formatBytes(bytes)} written`);
@@ -167,12 +173,76 @@ async function streamRun(agent: Agent, npz: NpzWriter, entries: Map<number, NpzE
   }
 }
 
+type Save = "all" | "none" | AgentSelection | { ids: number[] };
+
+interface Streamed {
+  raw: RawRun;
+  bytes: number;
+  firstOpMs: number | null;
+  hello: Hello;
+}
+
+/** One agent process, one forward pass: start it, send the extract, stream until done, let it go. */
+async function runAgent(
+  opts: ExtractOptions,
+  modelFile: string,
+  input: InputSpec,
+  save: Save,
+  sink: { npz: NpzWriter; entries: Map<number, NpzEntry> } | null,
+  progress: Progress,
+  t0: number,
+  track: (agent: Agent) => void,
+): Promise<Streamed> {
+  progress.update("starting the Python agent", 0);
+  const agent = await Agent.start({ python: choosePython(opts.python), onStderr: (chunk) => progress.passThrough(chunk) });
+  track(agent);
+  progress.update("loading the model", 0);
+  agent.send({
+    type: "extract",
+    model_file: modelFile,
+    model_name: opts.model ?? null,
+    input: input.request,
+    seed: opts.seed,
+    device: opts.device,
+    save,
+    allow_pickle: opts.allowPickle,
+  });
+  // a dry pass writes nothing: an npz that no frame reaches
+  const target = sink ?? { npz: null, entries: new Map<number, NpzEntry>() };
+  let streamed: Awaited<ReturnType<typeof streamRun>>;
+  try {
+    streamed = await streamRun(agent, target.npz, target.entries, progress, t0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
+    throw err;
+  }
+  await agent.close();
+  return { ...streamed, hello: agent.hello };
+}
+
+/** The dry pass and the saving pass must be the same forward pass, op for op. */
+function checkSameRun(dry: RawRun, real: RawRun): void {
+  const n = Math.max(dry.ops.length, real.ops.length);
+  for (let i = 0; i < n; i++) {
+    const a = dry.ops[i];
+    const b = real.ops[i];
+    const same = a && b && a.func === b.func && a.shape.join() === b.shape.join() && a.dtype === b.dtype && JSON.stringify(a.parents) === JSON.stringify(b.parents);
+    if (!same) {
+      const what = !a || !b ? `it made ${dry.ops.length} passes, then ${real.ops.length}` : `pass ${i + 1} was ${a.func}${JSON.stringify(a.shape)}, then ${b.func}${JSON.stringify(b.shape)}`;
+      throw new TorchlensError(`the model is not deterministic: --layers needed two forward passes and they differed (${what})`, {
+        hint: "select by function name, module address or ordinal (decided in one pass), or make the forward pass deterministic (fixed seed, no data-dependent randomness)",
+      });
+    }
+  }
+}
+
 export async function extract(opts: ExtractOptions, argv: string[]): Promise<ExtractSummary> {
   const t0 = performance.now();
   const modelFile = path.resolve(opts.modelFile);
   if (!(await fs.stat(modelFile).catch(() => null))?.isFile()) {
     throw usageError(`model file not found: ${opts.modelFile}`, "give the path of a .py file that defines build_model() or model");
   }
+  const selectors = opts.layers?.length ? splitSelectors(opts.layers) : null;
   const run = await RunDir.create(opts.out, opts.force);
   const progress = new Progress();
   let agent: Agent | null = null;
@@ -185,37 +255,39 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
   try {
     const input = await inputSpec(opts, run);
     progress.start("starting the Python agent");
-    agent = await Agent.start({
-      python: choosePython(opts.python),
-      onStderr: (chunk) => progress.passThrough(chunk),
-    });
-    const hello: Hello = agent.hello;
-    progress.update("loading the model", 0);
+    const track = (a: Agent) => {
+      agent = a;
+    };
+    let save: Save = "all";
+    let dry: RawRun | null = null;
+    if (selectors) {
+      const plan = planSelection(selectors);
+      if ("agent" in plan) save = plan.agent;
+      else {
+        dry = (await runAgent(opts, modelFile, input, "none", null, progress, t0, track)).raw;
+        const dryLog = buildLog(dry, () => false);
+        const wanted = new Set(selectPasses(dryLog, selectors).labels);
+        save = { ids: dryLog.passes.filter((p) => wanted.has(p.label)).map((p) => p.id) };
+      }
+    }
     try {
       npz = await NpzWriter.create(run.file(ACTIVATIONS));
     } catch (err) {
       throw fsError(err, `creating ${ACTIVATIONS}`);
     }
-    agent.send({
-      type: "extract",
-      model_file: modelFile,
-      model_name: opts.model ?? null,
-      input: input.request,
-      seed: opts.seed,
-      device: opts.device,
-      save: "all",
-      allow_pickle: opts.allowPickle,
-    });
     const entries = new Map<number, NpzEntry>();
-    let streamed: Awaited<ReturnType<typeof streamRun>>;
-    try {
-      streamed = await streamRun(agent, npz, entries, progress, t0);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
-      throw err;
-    }
-    await agent.close();
+    const streamed = await runAgent(opts, modelFile, input, save, { npz, entries }, progress, t0, track);
+    const hello = streamed.hello;
+    if (dry) checkSameRun(dry, streamed.raw);
     const log: RunLog = buildLog(streamed.raw, (op) => entries.has(op.id));
+    if (selectors) {
+      // every selector must match, and what the agent saved must be exactly what they select
+      const wanted = selectPasses(log, selectors).labels;
+      const saved = log.passes.filter((p) => p.saved).map((p) => p.label);
+      if (wanted.join() !== saved.join()) {
+        throw new TorchlensError(`--layers selected ${wanted.length} passes but the agent saved ${saved.length}`, { hint: "this is a bug in torchlens; please report it with the --layers value" });
+      }
+    }
     for (const p of log.passes) {
       const entry = entries.get(p.id);
       if (entry && p.array) npz.rename(entry, p.array);
@@ -239,6 +311,7 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       wall_ms: Math.round(wallMs),
       forward_ms: Math.round(streamed.raw.forwardMs * 10) / 10,
       first_op_ms: streamed.firstOpMs === null ? null : Math.round(streamed.firstOpMs),
+      forward_passes: dry ? 2 : 1,
       python: hello.executable,
       torch: hello.torch,
     };
@@ -253,18 +326,18 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       agent: { python: hello.python, executable: hello.executable, torch: hello.torch, numpy: hello.numpy, platform: hello.platform, agent: hello.agent },
       model: { file: modelFile, sha256: await sha256File(modelFile), name: opts.model ?? null, class: log.model.class },
       input: input.manifest,
-      options: { device: opts.device, seed: opts.seed, save: "all" },
+      options: { device: opts.device, seed: opts.seed, layers: selectors },
       seed: opts.seed,
       files: { log: LOG, activations: ACTIVATIONS },
       counts: { passes: summary.passes, layers: summary.layers, saved: summary.saved, bytes: summary.bytes, ops_dispatched: summary.ops_dispatched },
-      timings: { wall_ms: summary.wall_ms, forward_ms: summary.forward_ms, first_op_ms: summary.first_op_ms },
+      timings: { wall_ms: summary.wall_ms, forward_ms: summary.forward_ms, first_op_ms: summary.first_op_ms, forward_passes: summary.forward_passes },
     });
     await run.commit();
     progress.stop();
     return summary;
   } catch (err) {
     progress.stop();
-    agent?.kill();
+    (agent as Agent | null)?.kill();
     await npz?.abort().catch(() => undefined);
     run.discard();
     throw err;

@@ -41,6 +41,7 @@ export function program(): Command {
     .option("-m, --model <name>", "the nn.Module instance, class or factory in the file to use")
     .option("-d, --device <device>", "cpu, cuda or cuda:N", "cpu")
     .option("--seed <n>", "random seed for the model, the inputs and ops inside forward", integer, 0)
+    .option("-l, --layers <selectors>", "save only these passes (comma-separated: labels, layer labels, functions, module addresses, ordinals, globs); the log still lists every pass", collect)
     .option("-f, --force", "replace an existing run, once the new one is complete", false)
     .option("--python <path>", "Python interpreter with torch (default: $TORCHLENS_PYTHON, then python3, python, /usr/bin/python3)")
     .option("--allow-pickle", "let torch.load unpickle arbitrary objects in --input (only for files you trust)", false)
@@ -62,6 +63,7 @@ export function program(): Command {
           force: o.force,
           python: o.python,
           allowPickle: o.allowPickle,
+          layers: o.layers,
           json: o.json,
           verbose: o.verbose,
         },

@@ -3,6 +3,7 @@
  * the layer log (RunLog). Each step is a pure function.
  */
 import { labelOps } from "./labels.js";
+import { groupLayers } from "./loops.js";
 import {
   LOG_SCHEMA,
   type Layer,
@@ -13,14 +14,6 @@ import {
   type RawRun,
   type RunLog,
 } from "./types.js";
-
-/**
- * Which layer each op belongs to. For now every op is its own layer with one pass; loop grouping
- * (the same layer run several times) plugs in here.
- */
-export function groupLayers(ops: OpRecord[]): number[] {
-  return ops.map((_, i) => i);
-}
 
 /** Passes with labels, parents and children, in execution order. */
 export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) => boolean): Pass[] {
@@ -78,6 +71,8 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
       time_ms: op.time_ms,
       distance_from_input: null,
       distance_to_output: null,
+      is_dead_end: false,
+      is_branch_point: false,
     };
     for (const key of ["input_path", "output_path", "address", "note"] as const) {
       if (op[key] !== undefined) pass[key] = op[key];
@@ -113,6 +108,10 @@ export function addDistances(passes: Pass[]): void {
   };
   bfs(passes.filter((p) => p.is_input), (p) => p.children, (p, d) => { p.distance_from_input = d; });
   bfs(passes.filter((p) => p.is_output), (p) => p.parents, (p, d) => { p.distance_to_output = d; });
+  for (const p of passes) {
+    p.is_dead_end = p.distance_to_output === null;
+    p.is_branch_point = p.children.length > 1;
+  }
 }
 
 export function toLayers(passes: Pass[]): Layer[] {
@@ -128,33 +127,67 @@ export function toLayers(passes: Pass[]): Layer[] {
   return [...layers.values()];
 }
 
+/** Module label of a call: `address:call` (the model itself has address ""). */
+export function callLabel(address: string, call: number): string {
+  return `${address}:${call}`;
+}
+
 export function toModules(raw: RawRun, passes: Pass[]): ModuleEntry[] {
   const labelById = new Map(passes.map((p) => [p.id, p.label]));
   const labels = (ids: number[]) => ids.map((id) => labelById.get(id)).filter((l): l is string => l !== undefined);
-  const entries = new Map<string, ModuleEntry>();
   const parentOf = (address: string) => (address === "" ? null : address.includes(".") ? address.slice(0, address.lastIndexOf(".")) : "");
+  const blank = (address: string, cls: string): ModuleEntry => ({
+    address, class: cls, parent: parentOf(address), children: [], params: [], num_params: 0, buffers: [], calls: [],
+    num_calls: 0, num_passes: 0, time_ms: 0, nbytes: 0,
+  });
+  const entries = new Map<string, ModuleEntry>();
   for (const m of raw.model.modules) {
-    entries.set(m.address, {
-      address: m.address,
-      class: m.class,
-      parent: parentOf(m.address),
-      children: [],
-      params: m.params,
-      num_params: m.params.reduce((s, p) => s + p.numel, 0),
-      buffers: m.buffers.map((b) => b.name),
-      calls: [],
-    });
+    const e = blank(m.address, m.class);
+    e.params = m.params;
+    e.num_params = m.params.reduce((s, p) => s + p.numel, 0);
+    e.buffers = m.buffers.map((b) => b.name);
+    entries.set(m.address, e);
   }
-  for (const c of raw.moduleCalls) {
+  // what ran inside each call: every pass counts toward each module on its stack
+  const inside = new Map<string, { passes: number; time: number; bytes: number }>();
+  raw.ops.forEach((op) => {
+    for (const [address, call] of op.modules) {
+      const key = callLabel(address, call);
+      const acc = inside.get(key) ?? { passes: 0, time: 0, bytes: 0 };
+      acc.passes += 1;
+      acc.time += op.time_ms;
+      acc.bytes += op.nbytes;
+      inside.set(key, acc);
+    }
+  });
+  const calls = [...raw.moduleCalls].sort((a, b) => (a.address === b.address ? a.call - b.call : 0));
+  for (const c of calls) {
     let entry = entries.get(c.address);
     if (!entry) {
-      // a module built inside forward: not in the model's tree until it ran
-      entry = { address: c.address, class: c.class, parent: parentOf(c.address), children: [], params: [], num_params: 0, buffers: [], calls: [] };
+      entry = blank(c.address, c.class); // a module built inside forward: not in the model's tree until it ran
       entries.set(c.address, entry);
     }
-    entry.calls.push({ call: c.call, label: `${c.address}:${c.call}`, inputs: labels(c.inputs), outputs: labels(c.outputs) });
+    const label = callLabel(c.address, c.call);
+    const acc = inside.get(label) ?? { passes: 0, time: 0, bytes: 0 };
+    entry.calls.push({
+      call: c.call,
+      label,
+      parent: c.parent ? callLabel(c.parent[0], c.parent[1]) : null,
+      inputs: labels(c.inputs),
+      outputs: labels(c.outputs),
+      num_passes: acc.passes,
+      time_ms: acc.time,
+      nbytes: acc.bytes,
+    });
   }
   for (const e of entries.values()) {
+    e.calls.sort((a, b) => a.call - b.call);
+    e.num_calls = e.calls.length;
+    for (const c of e.calls) {
+      e.num_passes += c.num_passes;
+      e.time_ms += c.time_ms;
+      e.nbytes += c.nbytes;
+    }
     if (e.parent !== null) {
       // the nearest existing ancestor (parents of dynamic modules may themselves be absent)
       let parent: string | null = e.parent;

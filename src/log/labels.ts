@@ -9,12 +9,6 @@ import type { OpRecord } from "./types.js";
 
 const SOURCE_KINDS = new Set(["input", "buffer", "constant", "output"]);
 
-/** The name a function has in labels: `__add__` → `add`, `relu_` → `relu`, `T` → `t`. */
-export function labelName(func: string): string {
-  const name = func.toLowerCase().replace(/^_+|_+$/g, "").replace(/[^a-z0-9_]+/g, "_");
-  return name || "op";
-}
-
 export interface Labelled {
   /** Layer label per op (index-aligned with the ops). */
   layer: string[];
@@ -46,7 +40,7 @@ export function labelOps(ops: OpRecord[], layerOf: number[]): Labelled {
         funcCount.set(`#${op.kind}`, n);
         label = `${op.kind}_${n}`;
       } else {
-        const name = labelName(op.func);
+        const name = op.name;
         const n = (funcCount.get(name) ?? 0) + 1;
         funcCount.set(name, n);
         opLayers += 1;

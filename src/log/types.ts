@@ -11,6 +11,8 @@ export interface OpRecord {
   id: number;
   kind: "op" | "input" | "buffer" | "constant" | "internal" | "output";
   func: string;
+  /** The function's name in labels and selectors (`__add__` → `add`), from the agent. */
+  name: string;
   qualname: string | null;
   call: number | null;
   out_index: string | null;
@@ -38,6 +40,8 @@ export interface ModuleCallRecord {
   address: string;
   call: number;
   class: string;
+  /** The enclosing module call, or null for the model itself. */
+  parent: [string, number] | null;
   inputs: number[];
   outputs: number[];
 }
@@ -117,6 +121,10 @@ export interface Pass {
   time_ms: number;
   distance_from_input: number | null;
   distance_to_output: number | null;
+  /** Computed but never reaching an output. */
+  is_dead_end: boolean;
+  /** More than one child takes this pass. */
+  is_branch_point: boolean;
   input_path?: string;
   output_path?: string;
   address?: string;
@@ -134,9 +142,16 @@ export interface Layer {
 
 export interface ModuleCall {
   call: number;
+  /** `address:call`, e.g. `encoder.layers.0:2` */
   label: string;
+  /** The enclosing module call's label, or null at the top. */
+  parent: string | null;
   inputs: string[];
   outputs: string[];
+  /** Passes recorded inside this call (nested modules included), their time and bytes. */
+  num_passes: number;
+  time_ms: number;
+  nbytes: number;
 }
 
 export interface ModuleEntry {
@@ -148,6 +163,11 @@ export interface ModuleEntry {
   num_params: number;
   buffers: string[];
   calls: ModuleCall[];
+  /** Totals over all calls. */
+  num_calls: number;
+  num_passes: number;
+  time_ms: number;
+  nbytes: number;
 }
 
 export interface RunLog {

@@ -1,0 +1,399 @@
+/** Derived figures, target verdicts, the stdout table and bench/RESULTS.md. */
+import { cell, fmt, MB, summarize } from "./stats.mjs";
+
+/** Per-run derived figures for one model (every run that has all the parts it needs). */
+export function derive(runs, bootMs) {
+  return runs.map((r) => {
+    const d = {};
+    const x = r.extract;
+    if (!x) return d;
+    const s = x.summary;
+    d.bytes = s.bytes;
+    d.passes = s.passes;
+    d.mbpsForward = s.forward_ms > 0 ? s.bytes / MB / (s.forward_ms / 1000) : null;
+    d.mbpsWall = s.bytes / MB / (x.wallMs / 1000);
+    d.firstOpFromStartMs =
+      s.first_op_ms === null || bootMs === null ? null : bootMs + s.first_op_ms;
+    d.afterForwardMs =
+      d.firstOpFromStartMs === null ? null : x.wallMs - d.firstOpFromStartMs - s.forward_ms;
+    if (r.plainGrad) {
+      d.overheadUs = ((s.forward_ms - r.plainGrad.forward_ms) * 1000) / s.passes;
+      d.memOverGrad = x.peakSum - r.plainGrad.peak_rss;
+    }
+    if (r.plainNograd) d.memOverNograd = x.peakSum - r.plainNograd.peak_rss;
+    if (r.npwrite) {
+      d.npwriteMbps = r.npwrite.bytes / MB / (r.npwrite.write_ms / 1000);
+      if (r.plainGrad) {
+        const transferMs = r.npwrite.write_ms; // the same bytes, copied once at the numpy-write rate
+        d.overheadExclUs = ((s.forward_ms - r.plainGrad.forward_ms - transferMs) * 1000) / s.passes;
+        d.wallRatio = x.wallMs / (r.plainGrad.wallMs + r.npwrite.write_ms);
+      }
+    }
+    return d;
+  });
+}
+
+const pick = (runs, f) => summarize(runs.map((r) => (r ? f(r) : null)));
+
+/** Summaries of every figure a table shows, keyed by name. */
+export function summarizeModel(m, bootMs) {
+  const runs = m.runs;
+  const der = derive(runs, bootMs);
+  const S = {};
+  const g = (k, f) => {
+    S[k] = pick(runs, f);
+  };
+  g("xWall", (r) => r.extract?.wallMs);
+  g("xForward", (r) => r.extract?.summary.forward_ms);
+  g("xFirstOp", (r) => r.extract?.summary.first_op_ms);
+  g("xPeakSum", (r) => r.extract?.peakSum);
+  g("xSumHwm", (r) => r.extract?.sumOfHwm);
+  g("xPasses", (r) => r.extract?.summary.passes);
+  g("xBytes", (r) => r.extract?.summary.bytes);
+  g("xNpz", (r) => r.extract?.npzBytes);
+  g("xSamples", (r) => r.extract?.samples);
+  for (const [key, part] of [
+    ["pg", "plainGrad"],
+    ["pn", "plainNograd"],
+    ["hk", "hooks"],
+  ]) {
+    g(`${key}Wall`, (r) => r[part]?.wallMs);
+    g(`${key}Import`, (r) => r[part]?.import_ms);
+    g(`${key}Build`, (r) => r[part]?.build_ms);
+    g(`${key}Forward`, (r) => r[part]?.forward_ms);
+    g(`${key}Peak`, (r) => r[part]?.peak_rss);
+  }
+  g("hkArrays", (r) => r.hooks?.arrays);
+  g("hkBytes", (r) => r.hooks?.bytes);
+  g("npWall", (r) => r.npwrite?.wallMs);
+  g("npWrite", (r) => r.npwrite?.write_ms);
+  g("npPeak", (r) => r.npwrite?.peak_rss);
+  for (const k of [
+    "afterForwardMs",
+    "overheadUs",
+    "overheadExclUs",
+    "mbpsForward",
+    "mbpsWall",
+    "firstOpFromStartMs",
+    "memOverGrad",
+    "memOverNograd",
+    "npwriteMbps",
+    "wallRatio",
+  ]) {
+    S[k] = summarize(der.map((d) => d[k]));
+  }
+  // each process's own max (VmHWM), by role
+  const labels = new Set();
+  for (const r of runs) for (const p of r.extract?.procs ?? []) labels.add(p.label);
+  S.procs = [...labels].map((label) => ({
+    label,
+    hwm: summarize(
+      runs.map(
+        (r) =>
+          r.extract?.procs
+            .filter((p) => p.label === label)
+            .reduce((a, p) => Math.max(a, p.hwm), 0) || null,
+      ),
+    ),
+    cpuMs: summarize(
+      runs.map(
+        (r) =>
+          r.extract?.procs.filter((p) => p.label === label).reduce((a, p) => a + p.cpuMs, 0) ??
+          null,
+      ),
+    ),
+  }));
+  return S;
+}
+
+/** Verdicts for the targets of issue 8, from the medians. */
+export function targets(m, S, importMs) {
+  const out = [];
+  const med = (k) => S[k]?.median ?? null;
+  const v = (ok) => (ok === null ? "n/a" : ok ? "**met**" : "**not met**");
+  const over = med("overheadUs");
+  const overEx = med("overheadExclUs");
+  const smallBytes = (med("xBytes") ?? 0) / Math.max(1, med("xPasses") ?? 1) < 64 * 1024; // small activations: transfer is negligible
+  out.push({
+    target: "capture overhead ≤ 25 µs per recorded op (excluding the bytes' transfer)",
+    figure: smallBytes
+      ? `${fmt(over)} µs/op (bytes negligible: ${fmt((med("xBytes") ?? 0) / 1024 / (med("xPasses") ?? 1))} KiB per pass)`
+      : `${fmt(over)} µs/op raw; ${fmt(overEx)} µs/op after taking off the numpy-write time of the same bytes`,
+    verdict: v(
+      smallBytes ? (over === null ? null : over <= 25) : overEx === null ? null : overEx <= 25,
+    ),
+  });
+  if (m.streamTarget) {
+    const mbps = med("mbpsForward");
+    out.push({
+      target: "bytes stream agent → CLI → npz at ≥ 1 GB/s",
+      figure: `${fmt(mbps)} MB/s over the captured forward pass; ${fmt(med("mbpsWall"))} MB/s over the whole command`,
+      verdict: v(mbps === null ? null : mbps >= 1000),
+    });
+    const ratio = med("wallRatio");
+    out.push({
+      target: "extract wall ≤ 1.3 × (plain forward process + numpy writing the same bytes)",
+      figure: `${fmt(ratio)} × (${fmt(med("xWall") / 1000)} s against ${fmt(med("pgWall") / 1000)} s + ${fmt(med("npWrite") / 1000)} s)`,
+      verdict: v(ratio === null ? null : ratio <= 1.3),
+    });
+  }
+  const memG = med("memOverGrad");
+  const memN = med("memOverNograd");
+  out.push({
+    target: "peak memory (CLI + agent) ≤ plain forward's peak + 400 MB",
+    figure: `${fmt(med("xPeakSum") / MB)} MB: ${memG >= 0 ? "+" : ""}${fmt(memG / MB)} MB over the plain forward with autograd on (as the agent runs it), ${memN >= 0 ? "+" : ""}${fmt(memN / MB)} MB over it under no_grad`,
+    verdict:
+      v(memG === null ? null : memG <= 400 * MB) +
+      (memN !== null && memN > 400 * MB && memG !== null && memG <= 400 * MB
+        ? " (against autograd-on; not against no_grad)"
+        : ""),
+  });
+  const first = med("firstOpFromStartMs");
+  out.push({
+    target: "start-up to the first op ≤ import torch + 0.3 s",
+    figure: `${fmt(first / 1000)} s from CLI start (Node start-up ${fmt((first - med("xFirstOp")) / 1000)} s + ${fmt(med("xFirstOp") / 1000)} s) against ${fmt(importMs / 1000)} + 0.3 s; the plain process builds the model and input in ${fmt(med("pgBuild") / 1000)} s`,
+    verdict: v(first === null || importMs === null ? null : first <= importMs + 300),
+  });
+  return out;
+}
+
+export function stdoutTable(models, summaries) {
+  const head = [
+    "model",
+    "runs",
+    "extract s",
+    "fwd s",
+    "peak MB",
+    "plain s",
+    "plain fwd s",
+    "plain peak MB g/ng",
+    "hooks s",
+    "hooks peak MB",
+    "np write s",
+    "µs/op",
+    "MB/s fwd",
+    "1st op s",
+  ];
+  const rows = models.map((m) => {
+    const S = summaries[m.name];
+    if (!S) return [m.name, "skipped", ...head.slice(2).map(() => "")];
+    const med = (k, scale = 1) => fmt(S[k].median === null ? null : S[k].median * scale);
+    return [
+      m.name,
+      String(S.xWall.n),
+      med("xWall", 1e-3),
+      med("xForward", 1e-3),
+      med("xPeakSum", 1 / MB),
+      med("pgWall", 1e-3),
+      med("pgForward", 1e-3),
+      `${med("pgPeak", 1 / MB)}/${med("pnPeak", 1 / MB)}`,
+      med("hkWall", 1e-3),
+      med("hkPeak", 1 / MB),
+      med("npWrite", 1e-3),
+      med("overheadUs"),
+      med("mbpsForward"),
+      med("firstOpFromStartMs", 1e-3),
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (r) =>
+    r
+      .map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i])))
+      .join("  ");
+  return [line(head), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
+}
+
+const width = (s) => [...s].length;
+
+/** Pad every markdown table's columns to one width (as biome's markdown formatter writes them). */
+export function alignTables(md) {
+  const lines = md.split("\n");
+  const out = [];
+  for (let i = 0; i < lines.length; ) {
+    if (!lines[i].startsWith("|")) {
+      out.push(lines[i++]);
+      continue;
+    }
+    const block = [];
+    while (i < lines.length && lines[i].startsWith("|")) block.push(lines[i++]);
+    const rows = block.map((l) =>
+      l
+        .replace(/^\|/, "")
+        .replace(/\|$/, "")
+        .split("|")
+        .map((c) => c.trim()),
+    );
+    const isSep = (r) => r.every((c) => /^:?-+:?$/.test(c));
+    const n = Math.max(...rows.map((r) => r.length));
+    const w = Array.from({ length: n }, (_, j) =>
+      Math.max(3, ...rows.filter((r) => !isSep(r)).map((r) => width(r[j] ?? ""))),
+    );
+    for (const r of rows) {
+      const cells = w.map((cw, j) =>
+        isSep(r) ? "-".repeat(cw) : (r[j] ?? "") + " ".repeat(cw - width(r[j] ?? "")),
+      );
+      out.push(`| ${cells.join(" | ")} |`);
+    }
+  }
+  return out.join("\n");
+}
+
+/** bench/RESULTS.md */
+export function markdown({
+  machine,
+  versions,
+  opts,
+  models,
+  data,
+  summaries,
+  global,
+  notes,
+  elapsedMs,
+}) {
+  const L = [];
+  const p = (s = "") => L.push(s);
+  p("# torchlens benchmark results");
+  p();
+  p(
+    `Written by \`npm run bench\` (${["node bench/run.mjs", ...opts.argv].join(" ")}) on ${machine.date}, in ${fmt(elapsedMs / 60000)} min.`,
+  );
+  p(
+    `Each figure is the median of the runs shown, with (min–max) after it. All runs of a model are interleaved (extract, plain with autograd, plain under no_grad, hooks, numpy write; then again), so slow drift of the machine hits all alike.`,
+  );
+  p();
+  p("## Machine");
+  p();
+  p(`- CPU: ${machine.cpu}, ${machine.cores} cores${machine.avx512 ? " (AVX-512)" : ""}`);
+  p(
+    `- Memory: ${fmt(machine.memTotal / 2 ** 30)} GiB (${fmt(machine.memAvailable / 2 ** 30)} GiB available at start); no swap counted`,
+  );
+  p(
+    `- Load average (1 min) at start ${fmt(machine.load[0], 2)}, at the end ${fmt(machine.loadEnd?.[0] ?? null, 2)}: other work on the machine shows up as spread between runs`,
+  );
+  p(
+    `- Temp dir: ${machine.tmpDir} (${fmt(machine.tmpFree / 2 ** 30)} GiB free); files written there are removed after each measurement`,
+  );
+  p(
+    `- ${machine.kernel}; Node ${machine.node}; Python ${versions.python} (${versions.executable}); torch ${versions.torch} (${versions.threads} threads); numpy ${versions.numpy}; torchvision ${versions.torchvision ?? "none"}`,
+  );
+  p();
+  p("## How each figure is taken");
+  p();
+  p(
+    "- **extract**: `node bin/torchlens.js extract MODEL -o TMP/run --json` (Python found the default way), whole-process wall time from spawn to exit. Memory: every 20 ms the bench walks the CLI's process tree in /proc and sums `VmRSS`; _peak_ is the largest sum. Each process's own max is its `VmHWM` at the last sample (exact for the kernel's high-water mark, up to the last 20 ms). The sum of the per-process maxima is an upper bound on the true summed peak. `forward` and `first op` come from the CLI's JSON summary (`forward_ms` is measured in the agent around the captured forward, so it includes sending the bytes; `first_op_ms` counts from the CLI's `extract()` start).",
+  );
+  p(
+    "- **plain**: a bare `/usr/bin/python3` process: import torch, `build_model()`, `example_input()`, one (cold) forward pass, once with autograd on (as the agent runs the model) and once under `torch.no_grad()`, each in its own process. Peak = the process's `ru_maxrss`.",
+  );
+  p(
+    "- **hooks**: the same process with `register_forward_hook` on every module (`named_modules()`, root included), each hook `np.save`-ing every tensor of the module's output to its own .npy in a temp dir; autograd on, as in the agent (under no_grad torch 1.13's TransformerEncoder takes its fused fast path and skips its submodules, so the hooks would see different work).",
+  );
+  p(
+    "- **numpy write**: `np.save` of arrays with exactly the sizes the extraction saved, one after another into one file (the buffer is allocated and touched before the clock starts). On this machine the files land in the page cache: this is the memory-to-page-cache rate, which is also what the npz writer competes with.",
+  );
+  p(
+    "- **derived**: overhead per op = (extract `forward_ms` − plain autograd-on forward) / passes; for models with large activations also with the numpy-write time of the same bytes taken off (an estimate of the overhead without the transfer). Throughput = bytes / extract `forward_ms` (the bytes stream during the forward pass) and bytes / extract wall. Start-up = Node start-up (median wall of `torchlens --version`, which loads every CLI module) + `first_op_ms`.",
+  );
+  p();
+  p("## Start-up references");
+  p();
+  p(`| measure | median (min–max) |`);
+  p(`|---|---|`);
+  p(`| \`python3 -c 'import torch'\` process wall, s | ${cell(global.importWall, 1e-3)} |`);
+  p(`| import torch inside it, s | ${cell(global.importInner, 1e-3)} |`);
+  p(
+    `| \`torchlens --version\` process wall (Node start-up + CLI modules), s | ${cell(global.boot, 1e-3)} |`,
+  );
+  p();
+  p("## Targets of issue 8 (measured on this machine)");
+  p();
+  for (const m of models) {
+    const S = summaries[m.name];
+    if (!S) continue;
+    p(`**${m.name}**`);
+    p();
+    p("| target | figure | verdict |");
+    p("|---|---|---|");
+    for (const t of targets(m, S, global.importWall.median))
+      p(`| ${t.target} | ${t.figure} | ${t.verdict} |`);
+    p();
+  }
+  p("## Per model");
+  for (const m of models) {
+    p();
+    p(`### ${m.name}`);
+    p();
+    p(m.description);
+    const S = summaries[m.name];
+    if (!S) {
+      p();
+      p(`Not run: ${data[m.name]?.skipped ?? "not selected"}.`);
+      continue;
+    }
+    if (data[m.name].note) {
+      p();
+      p(data[m.name].note);
+    }
+    const errs = data[m.name].runs.flatMap((r) => r.errors ?? []);
+    if (errs.length) {
+      p();
+      p("Failures:");
+      for (const e of errs) p(`- ${e.split("\n")[0]}`);
+    }
+    p();
+    p(`| measure | median (min–max), ${S.xWall.n} run(s) |`);
+    p("|---|---|");
+    const row = (name, s, scale, digits) => p(`| ${name} | ${cell(s, scale, digits)} |`);
+    row("**extract** wall, s", S.xWall, 1e-3);
+    row("extract forward pass (agent, bytes included), s", S.xForward, 1e-3);
+    row("extract first op after `extract()` start, s", S.xFirstOp, 1e-3);
+    row("extract first op from CLI start (est.), s", S.firstOpFromStartMs, 1e-3);
+    row(
+      "extract after the forward pass (layer log, npz close, manifest, exit; est.), s",
+      S.afterForwardMs,
+      1e-3,
+    );
+    row("passes recorded", S.xPasses, 1, 0);
+    row("bytes saved, MB", S.xBytes, 1 / MB);
+    row("activations.npz size, MB", S.xNpz, 1 / MB);
+    row("**peak RSS, CLI + agent (sum at one sample), MB**", S.xPeakSum, 1 / MB);
+    for (const pr of S.procs)
+      p(
+        `| &nbsp;&nbsp;${pr.label}: max RSS (VmHWM), MB / CPU time (user + sys), s | ${cell(pr.hwm, 1 / MB)} / ${cell(pr.cpuMs, 1e-3)} |`,
+      );
+    row("&nbsp;&nbsp;sum of the per-process maxima, MB", S.xSumHwm, 1 / MB);
+    row("**plain forward, autograd on**: process wall, s", S.pgWall, 1e-3);
+    p(
+      `| &nbsp;&nbsp;import torch / build model + input / forward, s | ${cell(S.pgImport, 1e-3)} / ${cell(S.pgBuild, 1e-3)} / ${cell(S.pgForward, 1e-3)} |`,
+    );
+    row("&nbsp;&nbsp;peak RSS, MB", S.pgPeak, 1 / MB);
+    row("**plain forward, no_grad**: process wall, s", S.pnWall, 1e-3);
+    row("&nbsp;&nbsp;forward, s", S.pnForward, 1e-3);
+    row("&nbsp;&nbsp;peak RSS, MB", S.pnPeak, 1 / MB);
+    row("**hooks + np.save**: process wall, s", S.hkWall, 1e-3);
+    row("&nbsp;&nbsp;forward with saving, s", S.hkForward, 1e-3);
+    p(`| &nbsp;&nbsp;arrays / MB saved | ${cell(S.hkArrays, 1, 0)} / ${cell(S.hkBytes, 1 / MB)} |`);
+    row("&nbsp;&nbsp;peak RSS, MB", S.hkPeak, 1 / MB);
+    row("**numpy write** of the extraction's bytes, s", S.npWrite, 1e-3);
+    row("&nbsp;&nbsp;rate, MB/s", S.npwriteMbps);
+    row("**capture overhead**, µs per recorded op (raw)", S.overheadUs);
+    if (m.bigActivations)
+      row(
+        "&nbsp;&nbsp;less the numpy-write time of the same bytes (est.), µs/op",
+        S.overheadExclUs,
+      );
+    row("throughput over the captured forward, MB/s", S.mbpsForward);
+    row("throughput over the whole command, MB/s", S.mbpsWall);
+    row("extract wall / (plain wall + numpy write)", S.wallRatio, 1, 2);
+    row("peak over plain (autograd on), MB", S.memOverGrad, 1 / MB);
+    row("peak over plain (no_grad), MB", S.memOverNograd, 1 / MB);
+  }
+  if (notes.length) {
+    p();
+    p("## Notes");
+    p();
+    for (const n of notes) p(`- ${n}`);
+  }
+  p();
+  return alignTables(L.join("\n"));
+}

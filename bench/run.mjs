@@ -1,0 +1,285 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: torchlens extract against a plain forward pass, forward hooks saving with numpy,
+ * and numpy writing the same bytes, for each benchmark model; writes bench/RESULTS.md and prints a
+ * compact table. See `node bench/run.mjs --help`.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { machine as describeMachine, freeDisk, meminfo } from "./lib/machine.mjs";
+import { extract, hooks, nodeBoot, npwrite, plain, python, ROOT } from "./lib/measure.mjs";
+import { writeHarness } from "./lib/python.mjs";
+import { markdown, stdoutTable, summarizeModel } from "./lib/report.mjs";
+import { fmt, MB, summarize } from "./lib/stats.mjs";
+
+const HELP = `usage: npm run bench -- [--only NAME[,NAME]] [--runs N] [--big]
+
+Models: ${"bigconv-1g, bigconv-8g (only with --big or when named in --only), tiny_transformer, resnet18, rnn_loop"}
+  --only NAMES   run only these models (comma-separated)
+  --runs N       runs per figure (default 3; each figure is the median, with min and max)
+  --big          also run bigconv at ~8 GB of activations (checks free memory and disk first)
+Writes bench/RESULTS.md; temp files go under $TMPDIR (default /tmp) and are removed.`;
+
+const MODELS = [
+  {
+    name: "bigconv-1g",
+    file: "bench/models/bigconv.py",
+    env: { TORCHLENS_BENCH_MB: "1000" },
+    bigActivations: true,
+    streamTarget: true,
+    description:
+      "`bench/models/bigconv.py` with `TORCHLENS_BENCH_MB=1000`: a stem conv and 12 conv+relu blocks, 16 channels, one image; about 1 GB of activations in 26 large arrays.",
+  },
+  {
+    name: "bigconv-8g",
+    file: "bench/models/bigconv.py",
+    env: { TORCHLENS_BENCH_MB: "8000" },
+    bigActivations: true,
+    streamTarget: true,
+    big: true,
+    mb: 8000,
+    description:
+      "`bench/models/bigconv.py` with `TORCHLENS_BENCH_MB=8000`: the same net on a larger image, about 8 GB of activations.",
+  },
+  {
+    name: "tiny_transformer",
+    file: "bench/models/tiny_transformer.py",
+    env: {},
+    description:
+      "`bench/models/tiny_transformer.py`: nn.TransformerEncoder, d_model 32, 4 heads, 4 layers, sequence 16, batch 1 — many tiny ops.",
+  },
+  {
+    name: "resnet18",
+    file: "bench/models/resnet18.py",
+    env: {},
+    bigActivations: true,
+    description:
+      "`bench/models/resnet18.py`: torchvision resnet18 (weights=None, eval) at batch 8, 224×224.",
+  },
+  {
+    name: "rnn_loop",
+    file: "bench/models/rnn_loop.py",
+    env: {},
+    description:
+      "`bench/models/rnn_loop.py`: an Elman cell (Linear + Linear + add + tanh) stepped 200 times, batch 4, hidden 64 — a loop of tiny ops.",
+  },
+];
+
+function parseOptions(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      only: { type: "string" },
+      runs: { type: "string" },
+      big: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  const runs = values.runs === undefined ? 3 : Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1)
+    throw new Error(`--runs must be a positive integer, not ${values.runs}`);
+  const only = values.only
+    ? values.only
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : null;
+  for (const n of only ?? []) {
+    if (!MODELS.some((m) => m.name === n))
+      throw new Error(`unknown model ${n}; models: ${MODELS.map((m) => m.name).join(", ")}`);
+  }
+  return { runs, runsGiven: values.runs !== undefined, only, big: values.big, argv };
+}
+
+function log(msg) {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+/** Is dist/ there, and not older than src/? */
+function checkBuild() {
+  const main = path.join(ROOT, "dist/cli/main.js");
+  if (!fs.existsSync(main)) throw new Error("dist/ is missing: run `npm run build` first");
+  const newest = (dir) => {
+    let t = 0;
+    for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+      if (e.isFile())
+        t = Math.max(t, fs.statSync(path.join(e.parentPath ?? e.path, e.name)).mtimeMs);
+    }
+    return t;
+  };
+  const src = path.join(ROOT, "src");
+  if (fs.existsSync(src) && newest(src) > newest(path.join(ROOT, "dist")) + 1000) {
+    return "dist/ is older than src/ (someone edited src/ after the last `npm run build`): the figures are for the built dist/";
+  }
+  return null;
+}
+
+async function main() {
+  const opts = parseOptions(process.argv.slice(2));
+  const started = performance.now();
+  const notes = [];
+  const staleNote = checkBuild();
+  if (staleNote) {
+    log(`warning: ${staleNote}`);
+    notes.push(staleNote);
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "torchlens-bench-"));
+  const cleanup = () => fs.rmSync(tmp, { recursive: true, force: true });
+  process.on("exit", cleanup);
+  for (const sig of ["SIGINT", "SIGTERM"]) {
+    process.on(sig, () => {
+      cleanup();
+      process.exit(sig === "SIGINT" ? 130 : 143);
+    });
+  }
+  const machine = describeMachine(tmp);
+  const harness = writeHarness(tmp);
+  const versions = await python(harness, ["versions"], { what: "python versions" });
+
+  const models = MODELS.filter((m) =>
+    opts.only ? opts.only.includes(m.name) : !m.big || opts.big,
+  );
+  const data = {};
+  for (const m of MODELS)
+    if (!models.includes(m))
+      data[m.name] = { skipped: m.big ? "pass --big to run it" : "not in --only", runs: [] };
+
+  // Room for the big one: the agent and the plain forward with autograd on hold every activation.
+  for (const m of models.filter((x) => x.big)) {
+    const need = m.mb * MB;
+    const mem = meminfo().available;
+    const disk = freeDisk(tmp);
+    const why = [];
+    if (mem < 1.5 * need + 2e9)
+      why.push(
+        `${fmt(mem / 1e9)} GB of memory available, ${fmt((1.5 * need + 2e9) / 1e9)} GB wanted`,
+      );
+    if (disk < 1.3 * need + 2e9)
+      why.push(`${fmt(disk / 1e9)} GB free in ${tmp}, ${fmt((1.3 * need + 2e9) / 1e9)} GB wanted`);
+    if (why.length) {
+      const note = `${m.name} skipped: ${why.join("; ")}`;
+      log(note);
+      notes.push(note);
+      data[m.name] = { skipped: why.join("; "), runs: [] };
+    }
+  }
+  const todo = models.filter((m) => !data[m.name]);
+
+  // Warm-up (not counted): page cache for torch's libraries and the CLI's modules.
+  log("warm-up: import torch, torchlens --version, one small extract");
+  await python(harness, ["import"]);
+  await nodeBoot();
+  await extract(
+    MODELS.find((m) => m.name === "tiny_transformer"),
+    path.join(tmp, "warmup-run"),
+  );
+
+  const global = { boot: [], importWall: [], importInner: [] };
+  for (let i = 0; i < opts.runs; i++) {
+    global.boot.push((await nodeBoot()).wallMs);
+    const imp = await python(harness, ["import"]);
+    global.importWall.push(imp.wallMs);
+    global.importInner.push(imp.import_ms);
+  }
+  const G = {
+    boot: summarize(global.boot),
+    importWall: summarize(global.importWall),
+    importInner: summarize(global.importInner),
+  };
+  log(
+    `node start-up ${fmt(G.boot.median)} ms, python -c 'import torch' ${fmt(G.importWall.median)} ms`,
+  );
+
+  for (const m of todo) {
+    // The 8 GB case takes minutes per run; one run unless --runs was given.
+    const runs = m.big && !opts.runsGiven ? 1 : opts.runs;
+    if (runs !== opts.runs)
+      notes.push(`${m.name}: ${runs} run(s) (it takes minutes per run; pass --runs to set it)`);
+    const entry = { runs: [], sizes: null };
+    data[m.name] = entry;
+    for (let i = 0; i < runs; i++) {
+      const r = { errors: [] };
+      const step = async (key, what, fn) => {
+        log(`${m.name} run ${i + 1}/${runs}: ${what}`);
+        try {
+          r[key] = await fn();
+        } catch (err) {
+          log(String(err.message ?? err));
+          r.errors.push(`${what}: ${err.message ?? err}`);
+        }
+      };
+      await step("extract", "torchlens extract", () =>
+        extract(m, path.join(tmp, `run-${m.name}`), { wantSizes: !entry.sizes }),
+      );
+      if (r.extract?.sizes) {
+        entry.sizes = r.extract.sizes;
+        delete r.extract.sizes;
+      }
+      await step("plainGrad", "plain forward (autograd on)", () => plain(harness, m, true));
+      await step("plainNograd", "plain forward (no_grad)", () => plain(harness, m, false));
+      await step("hooks", "hooks + np.save", () =>
+        hooks(harness, m, path.join(tmp, `hooks-${m.name}`)),
+      );
+      if (entry.sizes) {
+        const sizesFile = path.join(tmp, `sizes-${m.name}.json`);
+        fs.writeFileSync(sizesFile, JSON.stringify(entry.sizes));
+        await step("npwrite", "numpy write of the same bytes", () =>
+          npwrite(harness, sizesFile, path.join(tmp, "npwrite.bin")),
+        );
+      }
+      entry.runs.push(r);
+      if (r.extract) {
+        const s = r.extract.summary;
+        log(
+          `  extract ${fmt(r.extract.wallMs / 1000)} s (forward ${fmt(s.forward_ms / 1000)} s), ${s.passes} passes, ${fmt(s.bytes / MB)} MB, ` +
+            `peak ${fmt(r.extract.peakSum / MB)} MB; plain ${fmt((r.plainGrad?.wallMs ?? Number.NaN) / 1000)} s, peak ${fmt((r.plainGrad?.peak_rss ?? Number.NaN) / MB)} MB`,
+        );
+      }
+    }
+  }
+
+  const summaries = {};
+  for (const m of todo)
+    if (data[m.name].runs.some((r) => r.extract))
+      summaries[m.name] = summarizeModel(data[m.name], G.boot.median);
+  const shown = MODELS.filter((m) => models.includes(m) || m.big === undefined);
+  const elapsedMs = performance.now() - started;
+  machine.loadEnd = os.loadavg();
+  const md = markdown({
+    machine,
+    versions,
+    opts,
+    models: shown,
+    data,
+    summaries,
+    global: G,
+    notes,
+    elapsedMs,
+  });
+  fs.writeFileSync(path.join(ROOT, "bench/RESULTS.md"), md);
+  console.log(stdoutTable(shown, summaries));
+  console.log(
+    `\nmedians of ${opts.runs} run(s); peak = CLI + agent RSS summed per 20 ms sample; plain peak g/ng = autograd on / no_grad; ` +
+      `µs/op = (extract forward − plain forward) / passes; 1st op = from CLI start.\n` +
+      `node start-up ${fmt(G.boot.median / 1000)} s; python -c 'import torch' ${fmt(G.importWall.median / 1000)} s. ` +
+      `Full tables and the targets: bench/RESULTS.md (${fmt(elapsedMs / 60000)} min).`,
+  );
+  for (const n of notes) console.log(`note: ${n}`);
+  const failed = Object.values(data).flatMap((d) => d.runs.flatMap((r) => r.errors ?? []));
+  if (failed.length) {
+    console.log(`\n${failed.length} measurement(s) failed:`);
+    for (const f of failed) console.log(`- ${f.split("\n")[0]}`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${err.message ?? err}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,215 @@
+/**
+ * `torchlens profile RUN`: where the forward pass spent its time and memory — per op (pass), per
+ * layer or per module: time (ms and % of the total), output bytes, parameters used and their
+ * bytes; sorted by time, the top N, with totals over the whole run.
+ *
+ * Per module, time, bytes, passes and parameters include nested modules (as `ls --modules`
+ * shows them), and `self ms` is the time of the passes whose innermost module it is. Totals are
+ * always over every pass and every parameter of the run, whatever `--top` shows.
+ */
+import { type Command, InvalidArgumentError } from "commander";
+import { usageError } from "../errors.js";
+import type { ParamInfo, Pass, RunLog } from "../log/types.js";
+import { readRun } from "../store/readRun.js";
+import { formatBytes } from "../ui/progress.js";
+import { type Cell, type Column, formatMillis, renderTable, terminalWidth } from "../ui/table.js";
+import { moduleName, moduleTree } from "./ls.js";
+
+/** Bytes per element of torch's dtypes, by the names log.json uses. */
+const TORCH_DTYPE_BYTES: Record<string, number> = {
+  float64: 8, float32: 4, float16: 2, bfloat16: 2,
+  float8_e4m3fn: 1, float8_e4m3fnuz: 1, float8_e5m2: 1, float8_e5m2fnuz: 1, float8_e8m0fnu: 1,
+  complex128: 16, complex64: 8, complex32: 4,
+  int64: 8, int32: 4, int16: 2, int8: 1, uint64: 8, uint32: 4, uint16: 2, uint8: 1, bool: 1,
+  qint8: 1, quint8: 1, qint32: 4, quint4x2: 1,
+};
+
+/** Bytes per element of a torch dtype name; null when unknown. */
+export function dtypeBytes(dtype: string): number | null {
+  return TORCH_DTYPE_BYTES[dtype] ?? null;
+}
+
+export type ProfileBy = "op" | "layer" | "module";
+
+export interface ProfileRow {
+  /** Pass label, layer label, or module address ("" is the model itself). */
+  name: string;
+  func?: string;
+  class?: string;
+  module?: string | null;
+  calls?: number;
+  passes: number;
+  time_ms: number;
+  /** Modules only: time of the passes whose innermost module this is. */
+  self_ms?: number;
+  time_pct: number;
+  nbytes: number;
+  num_params: number;
+  param_bytes: number;
+}
+
+export interface ProfileTotals {
+  passes: number;
+  time_ms: number;
+  nbytes: number;
+  num_params: number;
+  param_bytes: number;
+}
+
+export interface Profile {
+  by: ProfileBy;
+  /** How many rows there are in all; `rows` holds the top ones. */
+  num_rows: number;
+  rows: ProfileRow[];
+  totals: ProfileTotals;
+}
+
+/** Every parameter of the model by its full address (`features.0.weight`). */
+function paramsByAddress(log: RunLog): Map<string, ParamInfo> {
+  const out = new Map<string, ParamInfo>();
+  for (const m of log.modules) for (const p of m.params) out.set(m.address ? `${m.address}.${p.name}` : p.name, p);
+  return out;
+}
+
+function paramBytes(p: ParamInfo): number {
+  return p.numel * (dtypeBytes(p.dtype) ?? 0);
+}
+
+/** Parameter count and bytes of a set of parameter addresses, each counted once. */
+function sumParams(addresses: Iterable<string>, known: Map<string, ParamInfo>): { num_params: number; param_bytes: number } {
+  let num_params = 0;
+  let param_bytes = 0;
+  for (const a of new Set(addresses)) {
+    const p = known.get(a);
+    if (!p) continue;
+    num_params += p.numel;
+    param_bytes += paramBytes(p);
+  }
+  return { num_params, param_bytes };
+}
+
+const sum = (passes: Pass[], f: (p: Pass) => number) => passes.reduce((a, p) => a + f(p), 0);
+
+/** The profile of a run: all rows sorted by time (slowest first), cut to `top` (0: all). */
+export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
+  const params = paramsByAddress(log);
+  const allParams = sumParams(params.keys(), params);
+  const totals: ProfileTotals = {
+    passes: log.passes.length,
+    time_ms: sum(log.passes, (p) => p.time_ms),
+    nbytes: sum(log.passes, (p) => p.nbytes),
+    num_params: allParams.num_params,
+    param_bytes: allParams.param_bytes,
+  };
+  const pct = (ms: number) => (totals.time_ms > 0 ? (100 * ms) / totals.time_ms : 0);
+
+  let rows: ProfileRow[];
+  if (by === "op") {
+    rows = log.passes.map((p) => ({
+      name: p.label,
+      func: p.func,
+      module: p.module,
+      passes: 1,
+      time_ms: p.time_ms,
+      time_pct: pct(p.time_ms),
+      nbytes: p.nbytes,
+      ...sumParams(p.params, params),
+    }));
+  } else if (by === "layer") {
+    const byLabel = new Map(log.passes.map((p) => [p.label, p]));
+    rows = log.layers.map((l) => {
+      const passes = l.passes.map((label) => byLabel.get(label)).filter((p): p is Pass => p !== undefined);
+      const time = sum(passes, (p) => p.time_ms);
+      return {
+        name: l.label,
+        func: l.func,
+        module: l.module,
+        passes: passes.length,
+        time_ms: time,
+        time_pct: pct(time),
+        nbytes: sum(passes, (p) => p.nbytes),
+        ...sumParams(passes.flatMap((p) => p.params), params),
+      };
+    });
+  } else {
+    const selfMs = new Map<string, number>();
+    for (const p of log.passes) selfMs.set(p.module ?? "", (selfMs.get(p.module ?? "") ?? 0) + p.time_ms);
+    rows = moduleTree(log).map(({ entry: m }) => {
+      const nested = log.modules.filter((n) => m.address === "" || n.address === m.address || n.address.startsWith(`${m.address}.`));
+      const owned = nested.flatMap((n) => n.params.map((p) => (n.address ? `${n.address}.${p.name}` : p.name)));
+      return {
+        name: m.address,
+        class: m.class,
+        calls: m.num_calls,
+        passes: m.num_passes,
+        time_ms: m.time_ms,
+        self_ms: selfMs.get(m.address) ?? 0,
+        time_pct: pct(m.time_ms),
+        nbytes: m.nbytes,
+        ...sumParams(owned, params),
+      };
+    });
+  }
+  // Slowest first; ties keep execution (or tree) order, since sort is stable.
+  const sorted = [...rows].sort((a, b) => b.time_ms - a.time_ms);
+  return { by, num_rows: rows.length, rows: top > 0 ? sorted.slice(0, top) : sorted, totals };
+}
+
+function percent(x: number): string {
+  return `${x.toFixed(1)}%`;
+}
+
+/** The profile as a table with a totals line. */
+export function renderProfile(p: Profile, width: number | null): string {
+  const right = "right" as const;
+  const tail: Column[] = [
+    { header: "passes", align: right },
+    { header: "time ms", align: right },
+    ...(p.by === "module" ? [{ header: "self ms", align: right }] : []),
+    { header: "time %", align: right },
+    { header: "size", align: right },
+    { header: "params", align: right },
+    { header: "param size", align: right },
+  ];
+  const head: Column[] =
+    p.by === "module"
+      ? [{ header: "module", keep: true }, { header: "class" }, { header: "calls", align: right }]
+      : [{ header: p.by === "op" ? "pass" : "layer", keep: true }, { header: "function" }, { header: "module" }];
+  const numbers = (r: ProfileRow | ProfileTotals, pct: number, self?: number): Cell[] => [
+    r.passes,
+    formatMillis(r.time_ms),
+    ...(p.by === "module" ? [self === undefined ? "" : formatMillis(self)] : []),
+    percent(pct),
+    formatBytes(r.nbytes),
+    r.num_params,
+    formatBytes(r.param_bytes),
+  ];
+  const rows = p.rows.map((r): Cell[] => [
+    ...(p.by === "module" ? [moduleName(r.name), r.class, r.calls] : [r.name, r.func, r.module ?? ""]),
+    ...numbers(r, r.time_pct, r.self_ms),
+  ]);
+  const shown = p.rows.length < p.num_rows ? `total (top ${p.rows.length} of ${p.num_rows} shown)` : "total";
+  const footer: Cell[] = [shown, "", "", ...numbers(p.totals, p.totals.time_ms > 0 ? 100 : 0)];
+  return renderTable([...head, ...tail], rows, { width, footer });
+}
+
+function count(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError("not a whole number");
+  return Number(value);
+}
+
+export function register(cli: Command): void {
+  cli
+    .command("profile")
+    .description("where the time and memory go: per op, layer or module, slowest first, with totals")
+    .argument("<run>", "run directory made by torchlens extract")
+    .option("--by <what>", "one row per op (pass), layer, or module: op | layer | module", "op")
+    .option("--top <n>", "show the N slowest rows (0: all)", count, 20)
+    .option("--json", "print the rows and totals as JSON", false)
+    .action(async (run: string, o) => {
+      if (!["op", "layer", "module"].includes(o.by)) throw usageError(`--by ${JSON.stringify(o.by)} is not op, layer or module`, "use --by op (the default), --by layer or --by module");
+      const { log } = await readRun(run);
+      const profile = profileRun(log, o.by as ProfileBy, o.top);
+      process.stdout.write(`${o.json ? JSON.stringify(profile, null, 2) : renderProfile(profile, terminalWidth())}\n`);
+    });
+}

@@ -270,6 +270,12 @@ async function main() {
       `node start-up ${fmt(G.boot.median / 1000)} s; python -c 'import torch' ${fmt(G.importWall.median / 1000)} s. ` +
       `Full tables and the targets: bench/RESULTS.md (${fmt(elapsedMs / 60000)} min).`,
   );
+  const busy = Object.values(summaries).map((S) => S.busy.median ?? 0);
+  if (Math.max(0, ...busy) > 0.25) {
+    console.log(
+      `warning: other processes used up to ${fmt(Math.max(...busy), 2)} of ${machine.cores} cores during the measurements ("others' cores"); the times are inflated — rerun on a quiet machine`,
+    );
+  }
   for (const n of notes) console.log(`note: ${n}`);
   const failed = Object.values(data).flatMap((d) => d.runs.flatMap((r) => r.errors ?? []));
   if (failed.length) {

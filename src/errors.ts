@@ -44,7 +44,11 @@ export class TorchlensError extends Error {
 }
 
 /** Bad input or usage (exit 2). */
-export function usageError(message: string, hint?: string, extra: Omit<ErrorDetails, "hint" | "exitCode"> = {}): TorchlensError {
+export function usageError(
+  message: string,
+  hint?: string,
+  extra: Omit<ErrorDetails, "hint" | "exitCode"> = {},
+): TorchlensError {
   return new TorchlensError(message, { ...extra, hint, exitCode: EXIT.usage });
 }
 

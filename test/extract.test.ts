@@ -1,9 +1,21 @@
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { RunLog } from "../src/log/types.js";
 import { fixture, python, tempDir, torchlens } from "./helpers/cli.js";
 
-const FIXTURES = ["cnn", "branching_mlp", "dynamic_loop", "noisy", "multi_io", "transformer"];
+const FIXTURES = [
+  "cnn",
+  "branching_mlp",
+  "dynamic_loop",
+  "noisy",
+  "multi_io",
+  "transformer",
+  "shared_branches",
+  "lstm_gru",
+  "two_loops",
+  "nested_loops",
+  "lookalike",
+];
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
@@ -18,7 +30,15 @@ describe.each(FIXTURES)("extract %s through the real CLI and agent", (name) => {
   const run = path.join(tmp.dir, name);
   let result: Awaited<ReturnType<typeof torchlens>>;
   beforeAll(async () => {
-    result = await torchlens(["extract", fixture(`${name}.py`), "--input", fixture(`${name}_input.pt`), "-o", run, "--json"]);
+    result = await torchlens([
+      "extract",
+      fixture(`${name}.py`),
+      "--input",
+      fixture(`${name}_input.pt`),
+      "-o",
+      run,
+      "--json",
+    ]);
   });
 
   test("exits 0 and writes a complete run directory", () => {
@@ -36,7 +56,12 @@ describe.each(FIXTURES)("extract %s through the real CLI and agent", (name) => {
   });
 
   test("saved outputs equal the model's own outputs, and no torch call went unrecorded", async () => {
-    const check = await python([path.join("test/helpers/check_run.py"), run, fixture(`${name}.py`), fixture(`${name}_input.pt`)]);
+    const check = await python([
+      path.join("test/helpers/check_run.py"),
+      run,
+      fixture(`${name}.py`),
+      fixture(`${name}_input.pt`),
+    ]);
     expect(check.stderr).toBe("");
     const facts = JSON.parse(check.stdout);
     expect(facts.outputs_equal).toBe(true);
@@ -45,7 +70,12 @@ describe.each(FIXTURES)("extract %s through the real CLI and agent", (name) => {
     expect(opPasses).toBeGreaterThanOrEqual(facts.torch_calls);
     expect(log.num_ops_dispatched).toBeGreaterThanOrEqual(facts.torch_calls);
     // every saved pass is in the npz under its array key, and nothing else is
-    expect(facts.npz_keys).toEqual(log.passes.filter((p) => p.saved).map((p) => p.array).sort());
+    expect(facts.npz_keys).toEqual(
+      log.passes
+        .filter((p) => p.saved)
+        .map((p) => p.array)
+        .sort(),
+    );
   });
 
   test("every parent and child link points at a pass in the log, both ways", () => {
@@ -60,7 +90,34 @@ describe.each(FIXTURES)("extract %s through the real CLI and agent", (name) => {
 
   test("every pass carries the fields log.json promises", () => {
     const { log } = readRun(run);
-    const fields = ["label", "layer", "pass", "num_passes", "func", "module", "modules", "parents", "children", "shape", "dtype", "device", "saved", "array", "is_input", "is_output", "is_buffer", "is_param", "params", "num_params", "is_internal_source", "is_inplace", "nbytes", "time_ms", "distance_from_input", "distance_to_output"];
+    const fields = [
+      "label",
+      "layer",
+      "pass",
+      "num_passes",
+      "func",
+      "module",
+      "modules",
+      "parents",
+      "children",
+      "shape",
+      "dtype",
+      "device",
+      "saved",
+      "array",
+      "is_input",
+      "is_output",
+      "is_buffer",
+      "is_param",
+      "params",
+      "num_params",
+      "is_internal_source",
+      "is_inplace",
+      "nbytes",
+      "time_ms",
+      "distance_from_input",
+      "distance_to_output",
+    ];
     for (const p of log.passes) for (const f of fields) expect(p).toHaveProperty(f);
     expect(log.inputs.length).toBeGreaterThan(0);
     expect(log.outputs.length).toBeGreaterThan(0);
@@ -78,7 +135,9 @@ describe("what the log says about particular models", () => {
   test("noisy: tensors made inside forward are internal sources without parents", () => {
     const { log } = readRun(path.join(tmp.dir, "noisy"));
     const internal = log.passes.filter((p) => p.kind === "internal");
-    expect(internal.map((p) => p.func)).toEqual(expect.arrayContaining(["tensor", "arange", "ones"]));
+    expect(internal.map((p) => p.func)).toEqual(
+      expect.arrayContaining(["tensor", "arange", "ones"]),
+    );
     for (const p of internal) {
       expect(p.parents).toEqual([]);
       expect(p.is_internal_source).toBe(true);
@@ -124,7 +183,9 @@ describe("the run directory is never clobbered", () => {
     expect(readFileSync(path.join(run, "manifest.json"), "utf8")).toBe(before);
     const forced = await torchlens([...args, "--force"]);
     expect(forced.exitCode).toBe(0);
-    expect(JSON.parse(readFileSync(path.join(run, "manifest.json"), "utf8")).created).not.toBe(JSON.parse(before).created);
+    expect(JSON.parse(readFileSync(path.join(run, "manifest.json"), "utf8")).created).not.toBe(
+      JSON.parse(before).created,
+    );
     expect(readdirSync(tmp.dir).filter((n) => n.includes("partial"))).toEqual([]);
   });
 
@@ -140,7 +201,10 @@ describe("the run directory is never clobbered", () => {
 
   test("a failing forward pass leaves no run and no temporary directory behind", async () => {
     const bad = path.join(tmp.dir, "bad_model.py");
-    writeFileSync(bad, "import torch\nfrom torch import nn\n\nclass Bad(nn.Module):\n    def forward(self, x):\n        return torch.zeros(2, 3) @ x\n\ndef build_model():\n    return Bad()\n");
+    writeFileSync(
+      bad,
+      "import torch\nfrom torch import nn\n\nclass Bad(nn.Module):\n    def forward(self, x):\n        return torch.zeros(2, 3) @ x\n\ndef build_model():\n    return Bad()\n",
+    );
     const run = path.join(tmp.dir, "bad_run");
     const res = await torchlens(["extract", bad, "--input-shape", "4,4", "-o", run]);
     expect(res.exitCode).toBe(1);
@@ -155,7 +219,9 @@ describe("the run directory is never clobbered", () => {
 describe("inputs", () => {
   test("--input - reads a .pt from stdin and keeps a copy of it in the run", async () => {
     const run = path.join(tmp.dir, "stdin_run");
-    const res = await torchlens(["extract", fixture("cnn.py"), "--input", "-", "-o", run], { input: readFileSync(fixture("cnn_input.pt")) });
+    const res = await torchlens(["extract", fixture("cnn.py"), "--input", "-", "-o", run], {
+      input: readFileSync(fixture("cnn_input.pt")),
+    });
     expect(res.exitCode).toBe(0);
     const { manifest } = readRun(run);
     expect(manifest.input).toMatchObject({ source: "stdin", path: "input.pt", in_run: true });
@@ -164,7 +230,16 @@ describe("inputs", () => {
 
   test("--input-shape makes a seeded random input, recorded in the manifest", async () => {
     const run = path.join(tmp.dir, "shape_run");
-    const res = await torchlens(["extract", fixture("cnn.py"), "--input-shape", "2,3,32,32", "--seed", "7", "-o", run]);
+    const res = await torchlens([
+      "extract",
+      fixture("cnn.py"),
+      "--input-shape",
+      "2,3,32,32",
+      "--seed",
+      "7",
+      "-o",
+      run,
+    ]);
     expect(res.exitCode).toBe(0);
     const { log, manifest } = readRun(run);
     expect(manifest.input).toMatchObject({ kind: "shape", shapes: [[2, 3, 32, 32]] });
@@ -173,7 +248,14 @@ describe("inputs", () => {
   });
 
   test("a malformed --input-shape is a usage error naming the flag", async () => {
-    const res = await torchlens(["extract", fixture("cnn.py"), "--input-shape", "1,three", "-o", path.join(tmp.dir, "never")]);
+    const res = await torchlens([
+      "extract",
+      fixture("cnn.py"),
+      "--input-shape",
+      "1,three",
+      "-o",
+      path.join(tmp.dir, "never"),
+    ]);
     expect(res.exitCode).toBe(2);
     expect(res.stderr).toMatch(/--input-shape/);
   });
@@ -186,7 +268,12 @@ describe("inputs", () => {
   });
 
   test("a missing model file is a usage error before any Python starts", async () => {
-    const res = await torchlens(["extract", "no/such/model.py", "-o", path.join(tmp.dir, "never2")]);
+    const res = await torchlens([
+      "extract",
+      "no/such/model.py",
+      "-o",
+      path.join(tmp.dir, "never2"),
+    ]);
     expect(res.exitCode).toBe(2);
     expect(res.stderr).toMatch(/model file not found/);
   });
@@ -194,7 +281,10 @@ describe("inputs", () => {
 
 test("user prints inside forward go to stderr and the stream survives them", async () => {
   const noisy = path.join(tmp.dir, "printing.py");
-  writeFileSync(noisy, "import sys, torch\nfrom torch import nn\n\nclass P(nn.Module):\n    def forward(self, x):\n        print('PRINTED-BY-USER')\n        sys.stdout.buffer.write(bytes(range(256)))\n        sys.stdout.flush()\n        return x * 2\n\ndef build_model():\n    return P()\n");
+  writeFileSync(
+    noisy,
+    "import sys, torch\nfrom torch import nn\n\nclass P(nn.Module):\n    def forward(self, x):\n        print('PRINTED-BY-USER')\n        sys.stdout.buffer.write(bytes(range(256)))\n        sys.stdout.flush()\n        return x * 2\n\ndef build_model():\n    return P()\n",
+  );
   const run = path.join(tmp.dir, "printing_run");
   const res = await torchlens(["extract", noisy, "--input-shape", "3", "-o", run, "--json"]);
   expect(res.exitCode).toBe(0);

@@ -29,7 +29,11 @@ describe("loops: which ops are passes of one layer", () => {
   test("a submodule shared by two branches: its ops are two-pass layers, the branch heads are not merged", () => {
     const l = log("shared_branches");
     const shared = l.layers.filter((x) => x.module?.startsWith("shared."));
-    expect(shared.map((x) => [x.func, x.num_passes])).toEqual([["linear", 2], ["relu", 2], ["linear", 2]]);
+    expect(shared.map((x) => [x.func, x.num_passes])).toEqual([
+      ["linear", 2],
+      ["relu", 2],
+      ["linear", 2],
+    ]);
     expect(passCounts(l, "sigmoid")).toEqual([1]);
     expect(passCounts(l, "tanh")).toEqual([1]);
   });
@@ -73,7 +77,13 @@ describe("loops: which ops are passes of one layer", () => {
   });
 
   test("every layer's passes share one function, and pass numbers run 1..n in execution order", () => {
-    for (const name of ["dynamic_loop", "shared_branches", "lstm_gru", "two_loops", "nested_loops"]) {
+    for (const name of [
+      "dynamic_loop",
+      "shared_branches",
+      "lstm_gru",
+      "two_loops",
+      "nested_loops",
+    ]) {
       const l = log(name);
       const byLabel = new Map(l.passes.map((p) => [p.label, p]));
       for (const layer of l.layers) {
@@ -88,9 +98,24 @@ describe("loops: which ops are passes of one layer", () => {
 
   test("ops using the same parameters are one layer even when nothing else recurs", () => {
     const ops: OpRecord[] = [1, 2].map((id) => ({
-      id, kind: "op", func: "linear", name: "linear", qualname: "torch.nn.functional.linear", call: id, out_index: null,
-      parents: id === 2 ? [[1, "0"]] : [], args: {}, params: ["fc.weight"], modules: [["fc", id]], shape: [2], dtype: "float32",
-      device: "cpu", stored_dtype: null, inplace: false, time_ms: 0, nbytes: 0,
+      id,
+      kind: "op",
+      func: "linear",
+      name: "linear",
+      qualname: "torch.nn.functional.linear",
+      call: id,
+      out_index: null,
+      parents: id === 2 ? [[1, "0"]] : [],
+      args: {},
+      params: ["fc.weight"],
+      modules: [["fc", id]],
+      shape: [2],
+      dtype: "float32",
+      device: "cpu",
+      stored_dtype: null,
+      inplace: false,
+      time_ms: 0,
+      nbytes: 0,
     }));
     expect(groupLayers(ops)).toEqual([0, 0]);
   });
@@ -100,23 +125,39 @@ describe("labels", () => {
   test("labels follow {name}_{index among that name}_{index among op layers}, with :pass for loops", () => {
     expect(log("two_loops").passes.map((p) => p.label)).toEqual([
       "input_1",
-      "linear_1_1:1", "relu_1_2:1", "linear_1_1:2", "relu_1_2:2", "linear_1_1:3", "relu_1_2:3",
-      "linear_2_3:1", "tanh_1_4:1", "linear_2_3:2", "tanh_1_4:2",
-      "linear_3_5", "sigmoid_1_6",
+      "linear_1_1:1",
+      "relu_1_2:1",
+      "linear_1_1:2",
+      "relu_1_2:2",
+      "linear_1_1:3",
+      "relu_1_2:3",
+      "linear_2_3:1",
+      "tanh_1_4:1",
+      "linear_2_3:2",
+      "tanh_1_4:2",
+      "linear_3_5",
+      "sigmoid_1_6",
       "output_1",
     ]);
   });
 
   test("sources count on their own: input_N, buffer_N, output_N", () => {
     const l = log("cnn");
-    expect(l.passes.filter((p) => p.is_buffer).map((p) => p.label)).toEqual(["buffer_1", "buffer_2", "buffer_3", "buffer_4"]);
+    expect(l.passes.filter((p) => p.is_buffer).map((p) => p.label)).toEqual([
+      "buffer_1",
+      "buffer_2",
+      "buffer_3",
+      "buffer_4",
+    ]);
     expect(l.inputs).toEqual(["input_1"]);
     expect(l.outputs).toEqual(["output_1"]);
     expect(l.passes.find((p) => p.func === "conv2d")?.label).toBe("conv2d_1_1");
   });
 
   test("labels are stable: the same records give the same labels", () => {
-    expect(log("nested_loops").passes.map((p) => p.label)).toEqual(log("nested_loops").passes.map((p) => p.label));
+    expect(log("nested_loops").passes.map((p) => p.label)).toEqual(
+      log("nested_loops").passes.map((p) => p.label),
+    );
   });
 
   test("labelOps numbers layers by their first pass, whatever the layer keys are", () => {
@@ -135,7 +176,9 @@ describe("graph facts", () => {
 
   test("dead ends are passes that never reach an output; branch points have several children", () => {
     const l = log("dynamic_loop");
-    const dead = new Set(l.passes.filter((p) => p.is_dead_end).map((p) => p.layer.replace(/_\d+_\d+$/, "")));
+    const dead = new Set(
+      l.passes.filter((p) => p.is_dead_end).map((p) => p.layer.replace(/_\d+_\d+$/, "")),
+    );
     expect([...dead].sort()).toEqual(["frobenius_norm", "gt", "lt", "sum"]); // loop/if conditions feed Python, not the output
     expect(l.passes.filter((p) => p.is_branch_point).length).toBeGreaterThan(0);
     for (const p of l.passes) expect(p.is_branch_point).toBe(p.children.length > 1);
@@ -144,12 +187,22 @@ describe("graph facts", () => {
   test("toPasses rejects a record naming a parent the agent never sent", () => {
     const r = raw("lookalike");
     r.ops[2].parents = [[999, "0"]];
-    expect(() => toPasses(r, r.ops.map((_, i) => i), () => false)).toThrow(/999/);
+    expect(() =>
+      toPasses(
+        r,
+        r.ops.map((_, i) => i),
+        () => false,
+      ),
+    ).toThrow(/999/);
   });
 
   test("addDistances leaves unreachable passes null", () => {
     const r = raw("noisy");
-    const passes = toPasses(r, r.ops.map((_, i) => i), () => false);
+    const passes = toPasses(
+      r,
+      r.ops.map((_, i) => i),
+      () => false,
+    );
     addDistances(passes);
     const internal = passes.filter((p) => p.kind === "internal");
     for (const p of internal) expect(p.distance_from_input).toBeNull();

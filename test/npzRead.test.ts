@@ -137,7 +137,8 @@ describe("NpzReader on np.savez archives", () => {
 
   test("verify() is true for every intact entry (CRC-32 of the stored bytes)", async () => {
     const r = await NpzReader.open(numpyNpz);
-    for (const key of numpyKeys) expect({ key, ok: await r.verify(key) }).toEqual({ key, ok: true });
+    for (const key of numpyKeys)
+      expect({ key, ok: await r.verify(key) }).toEqual({ key, ok: true });
     await r.close();
   });
 
@@ -206,7 +207,10 @@ print(json.dumps(bad))
 
   test("npyStream of an unknown key fails through the stream's error event", async () => {
     const r = await NpzReader.open(numpyNpz);
-    await expectReadError(pipeline(r.npyStream("nope"), createWriteStream(join(dir, "x.npy"))), /no array "nope"/);
+    await expectReadError(
+      pipeline(r.npyStream("nope"), createWriteStream(join(dir, "x.npy"))),
+      /no array "nope"/,
+    );
     await r.close();
   });
 });
@@ -254,12 +258,32 @@ describe("NpzReader on archives from our NpzWriter", () => {
   async function writeArchive(path: string, zip64Threshold?: number) {
     const w = await NpzWriter.create(path, zip64Threshold ? { zip64Threshold } : {});
     const specs = [
-      { key: "tmp0", descr: "<f4", shape: [10], data: Buffer.from(new Float32Array(10).map((_, i) => i * 1.5).buffer) },
-      { key: "tmp1", descr: "<f8", shape: [1000], data: Buffer.from(new Float64Array(1000).map((_, i) => -i).buffer) },
-      { key: "tmp2", descr: "<i4", shape: [5], data: Buffer.from(new Int32Array([1, -2, 3, -4, 5]).buffer) },
+      {
+        key: "tmp0",
+        descr: "<f4",
+        shape: [10],
+        data: Buffer.from(new Float32Array(10).map((_, i) => i * 1.5).buffer),
+      },
+      {
+        key: "tmp1",
+        descr: "<f8",
+        shape: [1000],
+        data: Buffer.from(new Float64Array(1000).map((_, i) => -i).buffer),
+      },
+      {
+        key: "tmp2",
+        descr: "<i4",
+        shape: [5],
+        data: Buffer.from(new Int32Array([1, -2, 3, -4, 5]).buffer),
+      },
       { key: "kept", descr: "<c16", shape: [], data: Buffer.from(new Float64Array([1, 2]).buffer) },
       { key: "tmp4", descr: "|b1", shape: [0], data: Buffer.alloc(0) },
-      { key: "tmp5", descr: "|u1", shape: [50, 100], data: Buffer.from(Array.from({ length: 5000 }, (_, i) => i & 0xff)) },
+      {
+        key: "tmp5",
+        descr: "|u1",
+        shape: [50, 100],
+        data: Buffer.from(Array.from({ length: 5000 }, (_, i) => i & 0xff)),
+      },
     ];
     const entries: NpzEntry[] = [];
     for (const s of specs) {
@@ -278,22 +302,32 @@ describe("NpzReader on archives from our NpzWriter", () => {
 
   test.each([
     ["plain ZIP", undefined],
-    ["ZIP64 (threshold lowered to 3000 bytes: big entries, offsets and directory past the limit)", 3000],
-  ])("%s: entries renamed after writing read back under their final keys, same bytes, CRC ok", async (_name, threshold) => {
-    const path = join(dir, `ours-${threshold ?? "plain"}.npz`);
-    const specs = await writeArchive(path, threshold);
-    const r = await NpzReader.open(path);
-    expect(r.keys()).toEqual(specs.map((s) => s.key));
-    expect(r.has("tmp0")).toBe(false);
-    for (const s of specs) {
-      const { info, data } = await r.read(s.key);
-      expect({ key: s.key, descr: info.descr, shape: info.shape }).toEqual({ key: s.key, descr: s.descr, shape: s.shape });
-      expect(data.equals(s.data)).toBe(true);
-      expect(info.dataOffset % 64).toBe(0); // our writer aligns raw data
-      expect(await r.verify(s.key)).toBe(true);
-    }
-    await r.close();
-  });
+    [
+      "ZIP64 (threshold lowered to 3000 bytes: big entries, offsets and directory past the limit)",
+      3000,
+    ],
+  ])(
+    "%s: entries renamed after writing read back under their final keys, same bytes, CRC ok",
+    async (_name, threshold) => {
+      const path = join(dir, `ours-${threshold ?? "plain"}.npz`);
+      const specs = await writeArchive(path, threshold);
+      const r = await NpzReader.open(path);
+      expect(r.keys()).toEqual(specs.map((s) => s.key));
+      expect(r.has("tmp0")).toBe(false);
+      for (const s of specs) {
+        const { info, data } = await r.read(s.key);
+        expect({ key: s.key, descr: info.descr, shape: info.shape }).toEqual({
+          key: s.key,
+          descr: s.descr,
+          shape: s.shape,
+        });
+        expect(data.equals(s.data)).toBe(true);
+        expect(info.dataOffset % 64).toBe(0); // our writer aligns raw data
+        expect(await r.verify(s.key)).toBe(true);
+      }
+      await r.close();
+    },
+  );
 
   test("an entry whose local header name differs from the central directory is reported as damage", async () => {
     const path = join(dir, "ours-local-name.npz");
@@ -304,7 +338,10 @@ describe("NpzReader on archives from our NpzWriter", () => {
     bytes[30] = "k".charCodeAt(0);
     writeFileSync(path, bytes);
     const r = await NpzReader.open(path);
-    await expectReadError(r.info(specs[0]?.key as string), /damaged: .*"conv2d_1_1\.npy" is named "konv2d_1_1\.npy" in its local header/);
+    await expectReadError(
+      r.info(specs[0]?.key as string),
+      /damaged: .*"conv2d_1_1\.npy" is named "konv2d_1_1\.npy" in its local header/,
+    );
     await expectReadError(r.verify(specs[0]?.key as string), /local header/);
     expect(await r.verify(specs[1]?.key as string)).toBe(true);
     await r.close();
@@ -313,7 +350,10 @@ describe("NpzReader on archives from our NpzWriter", () => {
 
 describe("NpzReader refuses what it can't or mustn't read", () => {
   test("a missing file is a clear error, exit code 2", async () => {
-    await expectReadError(NpzReader.open(join(dir, "nowhere", "activations.npz")), /does not exist/);
+    await expectReadError(
+      NpzReader.open(join(dir, "nowhere", "activations.npz")),
+      /does not exist/,
+    );
   });
 
   test("a truncated archive (cut in half) is 'damaged — re-run extract'", async () => {
@@ -321,7 +361,10 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
     const path = join(dir, "half", "activations.npz");
     execFileSync("mkdir", ["-p", join(dir, "half")]);
     writeFileSync(path, bytes.subarray(0, bytes.length >> 1));
-    await expectReadError(NpzReader.open(path), /^activations\.npz is damaged: .* — re-run extract$/);
+    await expectReadError(
+      NpzReader.open(path),
+      /^activations\.npz is damaged: .* — re-run extract$/,
+    );
   });
 
   test("an archive missing its last byte, or with bytes cut from the middle, is damaged", async () => {
@@ -345,10 +388,16 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
 
   test("np.savez_compressed entries are listed but reading one says only stored entries are read", async () => {
     const path = join(dir, "compressed.npz");
-    py("import sys, numpy as np\nnp.savez_compressed(sys.argv[1], a=np.arange(100.0), b=np.ones(3))", path);
+    py(
+      "import sys, numpy as np\nnp.savez_compressed(sys.argv[1], a=np.arange(100.0), b=np.ones(3))",
+      path,
+    );
     const r = await NpzReader.open(path);
     expect(r.keys()).toEqual(["a", "b"]);
-    const e = await expectReadError(r.read("a"), /"a\.npy" .* is compressed \(deflate\); torchlens reads only stored \(uncompressed\) entries/);
+    const e = await expectReadError(
+      r.read("a"),
+      /"a\.npy" .* is compressed \(deflate\); torchlens reads only stored \(uncompressed\) entries/,
+    );
     expect(e.hint).toMatch(/np\.savez/);
     await expectReadError(r.verify("b"), /compressed/);
     await r.close();
@@ -356,13 +405,22 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
 
   test("an unknown key names up to 5 close keys, or the array count when none is close", async () => {
     const r = await NpzReader.open(numpyNpz);
-    const e = await expectReadError(r.info("conv2d_1_3"), /no array "conv2d_1_3" in activations\.npz; close keys: conv2d_1_1, conv2d_1_2/);
+    const e = await expectReadError(
+      r.info("conv2d_1_3"),
+      /no array "conv2d_1_3" in activations\.npz; close keys: conv2d_1_1, conv2d_1_2/,
+    );
     expect(e.hint).toMatch(/torchlens ls/);
-    await expectReadError(r.read("completely_unrelated_name"), new RegExp(`holds ${numpyKeys.length} arrays\\)$`));
+    await expectReadError(
+      r.read("completely_unrelated_name"),
+      new RegExp(`holds ${numpyKeys.length} arrays\\)$`),
+    );
     await r.close();
 
     const path = join(dir, "many.npz");
-    py("import sys, numpy as np\nnp.savez(sys.argv[1], **{f'relu_{i}': np.zeros(1) for i in range(1, 9)})", path);
+    py(
+      "import sys, numpy as np\nnp.savez(sys.argv[1], **{f'relu_{i}': np.zeros(1) for i in range(1, 9)})",
+      path,
+    );
     const r2 = await NpzReader.open(path);
     const e2 = await expectReadError(r2.info("relu_9"), /close keys/);
     expect(e2.message.split("close keys: ")[1]?.split(", ")).toHaveLength(5);
@@ -380,7 +438,8 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
     const bytes = readFileSync(path);
     const from = Buffer.from("xxxxxxx.npy");
     let n = 0;
-    for (let i = bytes.indexOf(from); i >= 0; i = bytes.indexOf(from, i + 1), n++) bytes.write(`${name}.npy`, i, "latin1");
+    for (let i = bytes.indexOf(from); i >= 0; i = bytes.indexOf(from, i + 1), n++)
+      bytes.write(`${name}.npy`, i, "latin1");
     expect(n).toBe(2);
     writeFileSync(path, bytes);
     await expectReadError(NpzReader.open(path), re);
@@ -388,10 +447,38 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
 
   test("an object array is refused: nothing is ever unpickled", async () => {
     const path = join(dir, "object.npz");
-    py("import sys, numpy as np\nnp.savez(sys.argv[1], obj=np.array([{'a': 1}, None], dtype=object), fine=np.ones(2))", path);
+    py(
+      "import sys, numpy as np\nnp.savez(sys.argv[1], obj=np.array([{'a': 1}, None], dtype=object), fine=np.ones(2))",
+      path,
+    );
     const r = await NpzReader.open(path);
     await expectReadError(r.read("obj"), /holds Python objects .*never unpickles/);
     expect((await r.read("fine")).data.length).toBe(16);
+    await r.close();
+  });
+
+  test("a .npy header that can't be parsed, or whose shape disagrees with the entry size, is damage", async () => {
+    const path = join(dir, "badheader.npz");
+    py("import sys, numpy as np\nnp.savez(sys.argv[1], a=np.zeros(4), b=np.zeros(4))", path);
+    const bytes = readFileSync(path);
+    const patch = (from: string, to: string, nth: number) => {
+      let i = -1;
+      for (let k = 0; k <= nth; k++) i = bytes.indexOf(from, i + 1, "latin1");
+      expect(i).toBeGreaterThanOrEqual(0);
+      bytes.write(to, i, "latin1");
+    };
+    patch("'fortran_order'", "'fortran_ordeX'", 0); // entry a
+    patch("'descr': '<f8'", "'descr': '<f4'", 1); // entry b: 4 float32 need 16 bytes, it holds 32
+    writeFileSync(path, bytes);
+    const r = await NpzReader.open(path);
+    await expectReadError(
+      r.info("a"),
+      /damaged: the \.npy header of "a\.npy" can't be parsed: expected keys/,
+    );
+    await expectReadError(
+      r.read("b"),
+      /damaged: "b\.npy" has shape \(4\) of <f4, which needs 16 bytes, but the entry holds 32/,
+    );
     await r.close();
   });
 
@@ -404,29 +491,73 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
 
 describe("parseNpyHeader (the strict .npy dict parser)", () => {
   test("accepts numpy's own spellings: trailing comma, 1-tuples, (), double quotes, Python 2 longs", () => {
-    expect(parseNpyHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }          \n")).toEqual({
+    expect(
+      parseNpyHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }          \n"),
+    ).toEqual({
       descr: "<f4",
       fortranOrder: false,
       shape: [2, 3],
     });
-    expect(parseNpyHeader("{'descr': '<i8', 'fortran_order': True, 'shape': (7,), }").shape).toEqual([7]);
-    expect(parseNpyHeader("{'descr': '|b1', 'fortran_order': False, 'shape': ()}").shape).toEqual([]);
-    expect(parseNpyHeader(`{"shape": (3L, 4L), "descr": "<f8", "fortran_order": False}`).shape).toEqual([3, 4]);
+    expect(
+      parseNpyHeader("{'descr': '<i8', 'fortran_order': True, 'shape': (7,), }").shape,
+    ).toEqual([7]);
+    expect(parseNpyHeader("{'descr': '|b1', 'fortran_order': False, 'shape': ()}").shape).toEqual(
+      [],
+    );
+    expect(
+      parseNpyHeader(`{"shape": (3L, 4L), "descr": "<f8", "fortran_order": False}`).shape,
+    ).toEqual([3, 4]);
   });
 
   test.each([
-    ["not a dict", "['descr', '<f4']"],
-    ["a function call", "{'descr': __import__('os').system('echo hi'), 'fortran_order': False, 'shape': ()}"],
-    ["a missing key", "{'descr': '<f4', 'shape': (2,)}"],
-    ["an extra key", "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}"],
-    ["a list shape", "{'descr': '<f4', 'fortran_order': False, 'shape': [2]}"],
-    ["a negative dimension", "{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}"],
-    ["a float dimension", "{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,)}"],
-    ["a structured descr", "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}"],
-    ["text after the dict", "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x"],
-    ["an unterminated string", "{'descr': '<f4, 'fortran_order': False, 'shape': (2,)}"],
-    ["fortran_order as an int", "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}"],
-  ])("refuses %s", (_why, text) => {
-    expect(() => parseNpyHeader(text)).toThrow();
+    ["not a dict", "['descr', '<f4']", /not a dict/],
+    [
+      "a function call",
+      "{'descr': __import__('os').system('echo hi'), 'fortran_order': False, 'shape': ()}",
+      /unexpected "_"/,
+    ],
+    [
+      "a missing key",
+      "{'descr': '<f4', 'shape': (2,)}",
+      /expected keys descr, fortran_order, shape/,
+    ],
+    [
+      "an extra key",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}",
+      /expected keys/,
+    ],
+    [
+      "a list shape",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': [2]}",
+      /shape is not a tuple/,
+    ],
+    [
+      "a negative dimension",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}",
+      /non-negative integers/,
+    ],
+    [
+      "a float dimension",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,)}",
+      /expected an integer/,
+    ],
+    [
+      "a structured descr",
+      "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}",
+      /structured dtypes are not supported/,
+    ],
+    [
+      "text after the dict",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x",
+      /unexpected text after the dict/,
+    ],
+    ["an unterminated string", "{'descr': '<f4", /unterminated string/],
+    [
+      "fortran_order as an int",
+      "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}",
+      /fortran_order is not True or False/,
+    ],
+  ])("refuses %s", (_why, text, why) => {
+    expect(() => parseNpyHeader(text)).toThrow(why);
   });
 });

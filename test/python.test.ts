@@ -1,9 +1,9 @@
 import { chmodSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Agent } from "../src/agent/process.js";
-import { DEFAULT_CANDIDATES, choosePython } from "../src/agent/python.js";
+import { choosePython, DEFAULT_CANDIDATES } from "../src/agent/python.js";
 import { isTorchlensError } from "../src/errors.js";
-import { PYTHON, fixture, tempDir, torchlens } from "./helpers/cli.js";
+import { fixture, PYTHON, tempDir, torchlens } from "./helpers/cli.js";
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -18,13 +18,25 @@ function pythonWithout(name: string, missing: string): string {
 
 describe("choosePython: which interpreters are tried, in order", () => {
   test("--python wins over TORCHLENS_PYTHON and is explicit", () => {
-    expect(choosePython("/opt/py", { TORCHLENS_PYTHON: "/env/py" })).toEqual({ candidates: ["/opt/py"], explicit: true, source: "--python" });
+    expect(choosePython("/opt/py", { TORCHLENS_PYTHON: "/env/py" })).toEqual({
+      candidates: ["/opt/py"],
+      explicit: true,
+      source: "--python",
+    });
   });
   test("TORCHLENS_PYTHON is used as given when there is no flag", () => {
-    expect(choosePython(undefined, { TORCHLENS_PYTHON: "/env/py" })).toEqual({ candidates: ["/env/py"], explicit: true, source: "TORCHLENS_PYTHON" });
+    expect(choosePython(undefined, { TORCHLENS_PYTHON: "/env/py" })).toEqual({
+      candidates: ["/env/py"],
+      explicit: true,
+      source: "TORCHLENS_PYTHON",
+    });
   });
   test("otherwise python3, python, /usr/bin/python3 are searched", () => {
-    expect(choosePython(undefined, {})).toEqual({ candidates: DEFAULT_CANDIDATES, explicit: false, source: "search" });
+    expect(choosePython(undefined, {})).toEqual({
+      candidates: DEFAULT_CANDIDATES,
+      explicit: false,
+      source: "search",
+    });
   });
 });
 
@@ -33,19 +45,33 @@ describe("Agent.start with real interpreters", () => {
     const bare = path.join(tmp.dir, "bare-python");
     writeFileSync(bare, `#!/bin/sh\nexec ${PYTHON} -S "$@"\n`);
     chmodSync(bare, 0o755);
-    const err = await Agent.start({ python: { candidates: [bare], explicit: true, source: "--python" } }).catch((e) => e);
+    const err = await Agent.start({
+      python: { candidates: [bare], explicit: true, source: "--python" },
+    }).catch((e) => e);
     expect(err.message).toMatch(/lacks torch, numpy, msgpack/);
   });
 
   test("a search skips interpreters that lack torch and uses the first that has everything", async () => {
-    const agent = await Agent.start({ python: { candidates: [pythonWithout("nopy1", "torch"), "/no/such/python", PYTHON], explicit: false, source: "search" } });
+    const agent = await Agent.start({
+      python: {
+        candidates: [pythonWithout("nopy1", "torch"), "/no/such/python", PYTHON],
+        explicit: false,
+        source: "search",
+      },
+    });
     expect(agent.hello.torch).toMatch(/^\d/);
     agent.send({ type: "shutdown" });
     await agent.close();
   });
 
   test("when no candidate works, the error lists each one tried and what it lacked", async () => {
-    const err = await Agent.start({ python: { candidates: [pythonWithout("nopy2", "torch,msgpack"), "/no/such/python"], explicit: false, source: "search" } }).catch((e) => e);
+    const err = await Agent.start({
+      python: {
+        candidates: [pythonWithout("nopy2", "torch,msgpack"), "/no/such/python"],
+        explicit: false,
+        source: "search",
+      },
+    }).catch((e) => e);
     expect(isTorchlensError(err)).toBe(true);
     expect(err.exitCode).toBe(2);
     expect(err.message).toMatch(/no Python with torch/);
@@ -56,7 +82,9 @@ describe("Agent.start with real interpreters", () => {
 
   test("an explicitly named Python that lacks torch is the error: no silent fallback", async () => {
     const bad = pythonWithout("nopy3", "torch");
-    const err = await Agent.start({ python: { candidates: [bad], explicit: true, source: "--python" } }).catch((e) => e);
+    const err = await Agent.start({
+      python: { candidates: [bad], explicit: true, source: "--python" },
+    }).catch((e) => e);
     expect(err.message).toMatch(/--python/);
     expect(err.message).toMatch(/lacks torch/);
   });
@@ -64,14 +92,23 @@ describe("Agent.start with real interpreters", () => {
 
 test("the CLI with TORCHLENS_PYTHON pointing at a Python without torch exits 2 and says which variable", async () => {
   const bad = pythonWithout("nopy4", "torch");
-  const res = await torchlens(["extract", fixture("cnn.py"), "-o", path.join(tmp.dir, "never")], { env: { TORCHLENS_PYTHON: bad } });
+  const res = await torchlens(["extract", fixture("cnn.py"), "-o", path.join(tmp.dir, "never")], {
+    env: { TORCHLENS_PYTHON: bad },
+  });
   expect(res.exitCode).toBe(2);
   expect(res.stderr).toMatch(/TORCHLENS_PYTHON/);
   expect(res.stderr).toMatch(/fix:/);
 });
 
 test("the CLI with --python naming a missing file exits 2 saying it was not found", async () => {
-  const res = await torchlens(["extract", fixture("cnn.py"), "--python", "/no/such/python3", "-o", path.join(tmp.dir, "never")]);
+  const res = await torchlens([
+    "extract",
+    fixture("cnn.py"),
+    "--python",
+    "/no/such/python3",
+    "-o",
+    path.join(tmp.dir, "never"),
+  ]);
   expect(res.exitCode).toBe(2);
   expect(res.stderr).toMatch(/\/no\/such\/python3.*not found/);
 });

@@ -1,7 +1,14 @@
 import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { Packr } from "msgpackr";
-import { type Frame, MAX_HEADER_BYTES, PROTOCOL, WireError, encodeFrame, readFrames } from "../src/agent/wire.js";
+import {
+  encodeFrame,
+  type Frame,
+  MAX_HEADER_BYTES,
+  PROTOCOL,
+  readFrames,
+  WireError,
+} from "../src/agent/wire.js";
 
 const recorded = readFileSync(new URL("./fixtures/stream_branching_mlp.bin", import.meta.url));
 
@@ -19,7 +26,11 @@ async function parse(bytes: Buffer, sizes: number[]): Promise<Frame[]> {
 }
 
 function summary(frames: Frame[]) {
-  return frames.map((f) => ({ type: f.header.type, id: f.header.id, bytes: Buffer.concat(f.payload).toString("hex") }));
+  return frames.map((f) => ({
+    type: f.header.type,
+    id: f.header.id,
+    bytes: Buffer.concat(f.payload).toString("hex"),
+  }));
 }
 
 describe("readFrames on a stream recorded from the real agent", () => {
@@ -79,7 +90,9 @@ describe("readFrames on bad input", () => {
   });
 
   test("an absurd header length (text printed to the wire) is rejected", async () => {
-    await expect(parse(Buffer.from("hello world, not a frame\n"), [100])).rejects.toThrow(WireError);
+    await expect(parse(Buffer.from("hello world, not a frame\n"), [100])).rejects.toThrow(
+      WireError,
+    );
     const huge = Buffer.alloc(4);
     huge.writeUInt32LE(MAX_HEADER_BYTES + 1);
     await expect(parse(huge, [4])).rejects.toThrow(/header/);
@@ -95,11 +108,17 @@ describe("readFrames on bad input", () => {
   test("multi-frame tensors reassemble in order across data frames", async () => {
     const a = Buffer.from([1, 2, 3, 4]);
     const b = Buffer.from([5, 6]);
-    const bytes = Buffer.concat([frame({ type: "op", id: 7, nbytes: 6 }), frame({ type: "data", id: 7, nbytes: 4 }, a), frame({ type: "data", id: 7, nbytes: 2 }, b)]);
+    const bytes = Buffer.concat([
+      frame({ type: "op", id: 7, nbytes: 6 }),
+      frame({ type: "data", id: 7, nbytes: 4 }, a),
+      frame({ type: "data", id: 7, nbytes: 2 }, b),
+    ]);
     const frames = await parse(bytes, [5]);
     expect(frames.map((f) => f.header.type)).toEqual(["op", "data", "data"]);
     expect(frames[0].payload).toEqual([]); // op records never carry a payload, whatever their nbytes says
-    expect(Buffer.concat([...frames[1].payload, ...frames[2].payload])).toEqual(Buffer.concat([a, b]));
+    expect(Buffer.concat([...frames[1].payload, ...frames[2].payload])).toEqual(
+      Buffer.concat([a, b]),
+    );
   });
 });
 

@@ -67,6 +67,7 @@ export async function extract(model, outDir, { wantSizes = false } = {}) {
     }
     return {
       wallMs: r.wallMs,
+      othersCores: r.othersCores,
       peakSum: r.peakSum,
       sumOfHwm: r.sumOfHwm,
       samples: r.samples,
@@ -90,7 +91,7 @@ export async function python(harness, args, { env = {}, what } = {}) {
   if (r.code !== 0) throw failure(what ?? `python ${args[0]}`, r);
   const json = parseLastJson(r.stdout);
   if (!json) throw failure(`${what ?? `python ${args[0]}`} (no JSON line)`, r);
-  return { wallMs: r.wallMs, peakSum: r.peakSum, ...json };
+  return { wallMs: r.wallMs, othersCores: r.othersCores, peakSum: r.peakSum, ...json };
 }
 
 export async function plain(harness, model, grad) {

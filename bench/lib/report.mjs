@@ -64,6 +64,12 @@ export function summarizeModel(m, bootMs) {
     g(`${key}Peak`, (r) => r[part]?.peak_rss);
   }
   g("hkArrays", (r) => r.hooks?.arrays);
+  g("busy", (r) => {
+    const parts = [r.extract, r.plainGrad, r.plainNograd, r.hooks, r.npwrite].filter(Boolean);
+    const wall = parts.reduce((a, x) => a + x.wallMs, 0);
+    return wall ? parts.reduce((a, x) => a + (x.othersCores ?? 0) * x.wallMs, 0) / wall : null;
+  });
+  g("xBusy", (r) => r.extract?.othersCores);
   g("hkBytes", (r) => r.hooks?.bytes);
   g("npWall", (r) => r.npwrite?.wallMs);
   g("npWrite", (r) => r.npwrite?.write_ms);
@@ -173,6 +179,7 @@ export function stdoutTable(models, summaries) {
     "µs/op",
     "MB/s fwd",
     "1st op s",
+    "others' cores",
   ];
   const rows = models.map((m) => {
     const S = summaries[m.name];
@@ -193,6 +200,7 @@ export function stdoutTable(models, summaries) {
       med("overheadUs"),
       med("mbpsForward"),
       med("firstOpFromStartMs", 1e-3),
+      fmt(S.busy.median, 2),
     ];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
@@ -344,6 +352,9 @@ export function markdown({
     p(`| measure | median (min–max), ${S.xWall.n} run(s) |`);
     p("|---|---|");
     const row = (name, s, scale, digits) => p(`| ${name} | ${cell(s, scale, digits)} |`);
+    p(
+      `| CPU used by other processes meanwhile (all measurements / extract alone), cores of ${machine.cores} | ${cell(S.busy, 1, 2)} / ${cell(S.xBusy, 1, 2)} |`,
+    );
     row("**extract** wall, s", S.xWall, 1e-3);
     row("extract forward pass (agent, bytes included), s", S.xForward, 1e-3);
     row("extract first op after `extract()` start, s", S.xFirstOp, 1e-3);

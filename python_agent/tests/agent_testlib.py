@@ -106,8 +106,11 @@ class Captured:
         return np.frombuffer(data, dtype=np.dtype(rec["stored_dtype"])).reshape(rec["shape"])
 
 
-def capture(model: nn.Module, *args: Any, save: bool = True, max_repr: int = 64, **kwargs: Any) -> Captured:
-    """Run model(*args, **kwargs) under capture the way extract.py does, always restoring torch."""
+def capture(model: nn.Module, *args: Any, save: Any = "all", max_repr: int = 64, **kwargs: Any) -> Captured:
+    """Run model(*args, **kwargs) under capture the way extract.py does, always restoring torch.
+
+    `save` is the extract request's `save` field: "all", "none" or a selection.
+    """
     wrappers = Wrappers()
     wire = FrameCollector()
     wrappers.install()
@@ -133,7 +136,7 @@ def expected_bytes(t: torch.Tensor) -> np.ndarray:
 # -- a real agent process --------------------------------------------------------------------------
 
 def pack_frame(header: Dict[str, Any]) -> bytes:
-    body = msgpack.packb(header, use_bin_type=True)
+    body: bytes = msgpack.Packer(use_bin_type=True).pack(header)
     return _LEN.pack(len(body)) + body
 
 
@@ -164,19 +167,20 @@ class AgentRun:
         self.proc = proc
         self._stdin = stdin
         self.frames: List[Tuple[Dict[str, Any], bytes]] = []
+        self.stdout = b""
         self.stderr = b""
         self.rc: Optional[int] = None
 
     def wait(self, timeout: float = 120) -> "AgentRun":
         if self.rc is None:
             try:
-                out, self.stderr = self.proc.communicate(self._stdin, timeout=timeout)
+                self.stdout, self.stderr = self.proc.communicate(self._stdin, timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.communicate()
                 raise AssertionError(f"the agent did not finish within {timeout} s")
             self.rc = self.proc.returncode
-            self.frames = parse_frames(out)
+            self.frames = parse_frames(self.stdout)
         return self
 
     @property

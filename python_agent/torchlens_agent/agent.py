@@ -39,6 +39,10 @@ def main() -> int:
                 from .extract import extract
 
                 return extract(wire, request)
+            if request.get("type") == "validate":
+                from .validate import validate
+
+                return validate(wire, request)
             wire.send({"type": "error", "phase": "internal", "exc_type": "ProtocolError",
                        "message": f"unknown request {request.get('type')!r}", "traceback": [], "hint": None}, flush=True)
             return 2

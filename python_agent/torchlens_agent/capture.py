@@ -254,6 +254,8 @@ class CaptureSession:
                     self.buffer_address.setdefault(id(b), prefix + bname)
         self._keep: List[Any] = [model]  # objects whose ids we rely on stay alive
         self.selection = SavePlan(save, set(self.module_address.values()))
+        # set by validation (replay.py): called instead of the plain record path
+        self.replay: Optional[Callable[..., Any]] = None
 
     # tags -----------------------------------------------------------------------------------
 
@@ -454,6 +456,8 @@ def _make_wrapper(orig: Callable, func: str, qualname: str, switch: _Switch) -> 
         s = switch.session
         if s is None or s.paused:
             return orig(*args, **kwargs)
+        if s.replay is not None:  # validation: the session replays each op as it is recorded
+            return s.replay(orig, func, qualname, args, kwargs)
         first_new_id = s.next_id
         t0 = perf()
         out = orig(*args, **kwargs)

@@ -1,7 +1,7 @@
 """The `extract` request: load the model and inputs, run one captured forward pass, stream it."""
 
 import time
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from .capture import CaptureSession, Wrappers, dtype_name, run_captured
 from .errors import UserError, error_frame
@@ -34,38 +34,39 @@ def _inputs(request: Dict[str, Any], module, seed: int):
     raise UserError("input", f"unknown input kind {kind!r}")
 
 
-def extract(wire: Wire, request: Dict[str, Any]) -> int:
-    wall0 = time.perf_counter()
-    seed = int(request.get("seed", 0))
-    wrappers = Wrappers()
-    phase = "load"
-    try:
-        seed_everything(seed)
+class Loaded:
+    """What every request that runs the model needs: the model, its inputs, the wrappers."""
+
+    def __init__(self, wire: Wire, request: Dict[str, Any], wrappers: Wrappers):
+        self.seed = int(request.get("seed", 0))
+        seed_everything(self.seed)
         wrappers.install()  # before the user's imports, so `from torch import relu` gets a wrapper
-        module = import_model_file(request["model_file"])
-        model = find_model(module, request.get("model_name"))
-        phase = "input"
-        device = resolve_device(request.get("device") or "cpu")
-        args, kwargs = _inputs(request, module, seed)
-        model = model.to(device)
-        args, kwargs = to_device(args, device), to_device(kwargs, device)
-        wire.send(_model_frame(model, device, seed), flush=True)
-        phase = "capture"
-        session = CaptureSession(wire, model, save=request.get("save", "all"),
-                                 max_repr=int(request.get("max_args_repr", 64)))
-        seed_everything(seed)  # the forward pass sees the same RNG state on every run
-        out, forward_s = run_captured(wrappers, session, model, args, kwargs)
-        outputs = session.add_outputs(out)
-        wire.send({"type": "done", "num_ops": session.num_ops, "num_calls": session.num_calls,
-                   "num_passes": session.next_id - 1, "outputs": outputs,
-                   "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
-                   "wrapped": wrappers.count}, flush=True)
+        self.module = import_model_file(request["model_file"])
+        self.model = find_model(self.module, request.get("model_name"))
+        self.phase = "input"
+        self.device = resolve_device(request.get("device") or "cpu")
+        args, kwargs = _inputs(request, self.module, self.seed)
+        self.model = self.model.to(self.device)
+        self.args, self.kwargs = to_device(args, self.device), to_device(kwargs, self.device)
+        wire.send(_model_frame(self.model, self.device, self.seed), flush=True)
+
+
+def guarded(wire: Wire, request: Dict[str, Any], body: Callable[[Loaded, Wrappers], None]) -> int:
+    """Load the model and inputs, run `body`, and turn any exception into an error frame."""
+    wrappers = Wrappers()
+    loaded: Optional[Loaded] = None
+    try:
+        loaded = Loaded(wire, request, wrappers)
+        body(loaded, wrappers)
         return 0
     except WireClosed:
         return 1
     except BaseException as exc:  # noqa: BLE001 - everything the user's code raises becomes an error frame
         if isinstance(exc, KeyboardInterrupt):
             raise
+        phase = "load" if loaded is None else getattr(loaded, "phase", "capture")
+        if loaded is None and isinstance(exc, UserError):
+            phase = exc.phase
         try:
             wire.flush()
             wire.send(error_frame(phase, exc), flush=True)
@@ -74,3 +75,21 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
         return 1
     finally:
         wrappers.restore()
+
+
+def extract(wire: Wire, request: Dict[str, Any]) -> int:
+    wall0 = time.perf_counter()
+
+    def body(loaded: Loaded, wrappers: Wrappers) -> None:
+        loaded.phase = "capture"
+        session = CaptureSession(wire, loaded.model, save=request.get("save", "all"),
+                                 max_repr=int(request.get("max_args_repr", 64)))
+        seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run
+        out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs)
+        outputs = session.add_outputs(out)
+        wire.send({"type": "done", "num_ops": session.num_ops, "num_calls": session.num_calls,
+                   "num_passes": session.next_id - 1, "outputs": outputs,
+                   "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
+                   "wrapped": wrappers.count}, flush=True)
+
+    return guarded(wire, request, body)

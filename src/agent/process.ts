@@ -3,15 +3,19 @@
  * frames, and turn every way it can end (error frame, missing packages, death by signal, a broken
  * stream) into a TorchlensError with the agent's own words.
  */
-import { fileURLToPath } from "node:url";
+
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
-import { TorchlensError, EXIT, usageError } from "../errors.js";
-import { type Attempt, type PythonChoice, INSTALL_HINT, describeAttempts } from "./python.js";
-import { type Frame, PROTOCOL, WireError, encodeFrame, readFrames } from "./wire.js";
+import { EXIT, TorchlensError, usageError } from "../errors.js";
+import { type Attempt, describeAttempts, INSTALL_HINT, type PythonChoice } from "./python.js";
+import { encodeFrame, type Frame, PROTOCOL, readFrames, WireError } from "./wire.js";
 
 /** Folder holding the `torchlens_agent` package (put on the agent's PYTHONPATH). */
-export const AGENT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../python_agent");
+export const AGENT_ROOT = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "../../python_agent",
+);
 
 const MISSING_EXIT = 3;
 const STDERR_TAIL_BYTES = 64 << 10;
@@ -45,7 +49,13 @@ export interface StartOptions {
   cwd?: string;
 }
 
-type Child = ResultPromise<{ buffer: false; stdin: "pipe"; stdout: "pipe"; stderr: "pipe"; reject: false }>;
+type Child = ResultPromise<{
+  buffer: false;
+  stdin: "pipe";
+  stdout: "pipe";
+  stderr: "pipe";
+  reject: false;
+}>;
 
 export class Agent {
   private frameIter: AsyncGenerator<Frame>;
@@ -84,7 +94,9 @@ export class Agent {
       if (opts.python.explicit) {
         throw usageError(
           `the Python named by ${opts.python.source} (${python}) cannot run the torchlens agent: ${result.problem}`,
-          result.problem.startsWith("lacks") ? INSTALL_HINT : `check that ${python} is a working Python 3`,
+          result.problem.startsWith("lacks")
+            ? INSTALL_HINT
+            : `check that ${python} is a working Python 3`,
         );
       }
     }
@@ -94,7 +106,11 @@ export class Agent {
   }
 
   private static async tryStart(python: string, opts: StartOptions): Promise<Agent | Attempt> {
-    const env = { ...process.env, PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), PYTHONUNBUFFERED: "1" };
+    const env = {
+      ...process.env,
+      PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
+      PYTHONUNBUFFERED: "1",
+    };
     const child = execa(python, ["-m", "torchlens_agent"], {
       buffer: false,
       stdin: "pipe",
@@ -119,20 +135,30 @@ export class Agent {
       first = await frames.next();
     } catch (err) {
       child.kill("SIGKILL");
-      return { python, problem: `its output is not the torchlens protocol (${(err as Error).message})` };
+      return {
+        python,
+        problem: `its output is not the torchlens protocol (${(err as Error).message})`,
+      };
     }
     if (first.done) {
       const { code, signal } = await exited;
       const spawnError = (await child).failed && (await child).code === "ENOENT";
       if (spawnError || code === 127) return { python, problem: "not found" };
       const missing = /TORCHLENS_MISSING (\S+)/.exec(tail);
-      if (code === MISSING_EXIT && missing) return { python, problem: `lacks ${missing[1].split(",").join(", ")}` };
-      return { python, problem: `it exited (${signal ?? `code ${code}`}) before saying hello: ${lastLines(tail, 3) || "no output"}` };
+      if (code === MISSING_EXIT && missing)
+        return { python, problem: `lacks ${missing[1].split(",").join(", ")}` };
+      return {
+        python,
+        problem: `it exited (${signal ?? `code ${code}`}) before saying hello: ${lastLines(tail, 3) || "no output"}`,
+      };
     }
     const hello = first.value.header as unknown as Hello;
     if (hello.type !== "hello" || hello.protocol !== PROTOCOL) {
       child.kill("SIGKILL");
-      return { python, problem: `it speaks protocol ${String(hello.protocol)}, this CLI speaks ${PROTOCOL} (a mismatched install)` };
+      return {
+        python,
+        problem: `it speaks protocol ${String(hello.protocol)}, this CLI speaks ${PROTOCOL} (a mismatched install)`,
+      };
     }
     const agent = new Agent(child, hello, frames, tail, exited, opts.onStderr);
     for (const chunk of early) opts.onStderr?.(chunk);
@@ -162,17 +188,29 @@ export class Agent {
       throw err;
     }
     if (item.done) throw await this.deathError();
-    if (item.value.header.type === "error") throw agentErrorToError(item.value.header as unknown as AgentError, this.stderrTail);
+    if (item.value.header.type === "error")
+      throw agentErrorToError(item.value.header as unknown as AgentError, this.stderrTail);
     return item.value;
   }
 
   private async deathError(): Promise<TorchlensError> {
     const { code, signal } = await this.exited;
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-    const oom = signal === "SIGKILL" ? " (a kill from outside, or the system running out of memory)" : "";
+    const oom =
+      signal === "SIGKILL" ? " (a kill from outside, or the system running out of memory)" : "";
     return new TorchlensError(`the Python agent ${how}${oom} before finishing`, {
-      hint: signal === "SIGSEGV" ? "a crash inside torch or a C extension; run with --verbose to see its last output" : "run with --verbose to see the agent's output",
-      details: lastLines(this.stderrTail, 5) ? ["its last output:", ...lastLines(this.stderrTail, 5).split("\n").map((l) => `  ${l}`)] : [],
+      hint:
+        signal === "SIGSEGV"
+          ? "a crash inside torch or a C extension; run with --verbose to see its last output"
+          : "run with --verbose to see the agent's output",
+      details: lastLines(this.stderrTail, 5)
+        ? [
+            "its last output:",
+            ...lastLines(this.stderrTail, 5)
+              .split("\n")
+              .map((l) => `  ${l}`),
+          ]
+        : [],
       verbose: this.stderrTail,
     });
   }
@@ -208,12 +246,24 @@ export function agentErrorToError(err: AgentError, stderr: string): TorchlensErr
     load: "loading the model file failed",
     input: "preparing the input failed",
     capture: "the model's forward pass raised",
+    replay: "validation could not run",
     internal: "the agent failed",
   };
-  const frames = err.traceback.map((f) => `  ${f.file}:${f.line} in ${f.func}${f.text ? `: ${f.text}` : ""}`);
+  const frames = err.traceback.map(
+    (f) => `  ${f.file}:${f.line} in ${f.func}${f.text ? `: ${f.text}` : ""}`,
+  );
   return new TorchlensError(`${where[err.phase] ?? err.phase}: ${err.exc_type}: ${err.message}`, {
-    hint: err.hint ?? (err.phase === "capture" ? "the error is in the model's code (frames below); run the model without torchlens to check" : undefined),
-    exitCode: err.phase === "input" || err.phase === "load" ? EXIT.usage : EXIT.failed,
+    hint:
+      err.hint ??
+      (err.phase === "capture"
+        ? "the error is in the model's code (frames below); run the model without torchlens to check"
+        : undefined),
+    exitCode:
+      err.phase === "input" ||
+      err.phase === "load" ||
+      (err.phase === "replay" && err.exc_type === "UserError")
+        ? EXIT.usage
+        : EXIT.failed,
     details: frames.length ? ["traceback (your code):", ...frames] : [],
     verbose: stderr,
   });

@@ -15,7 +15,10 @@ export interface PythonChoice {
 
 export const DEFAULT_CANDIDATES = ["python3", "python", "/usr/bin/python3"];
 
-export function choosePython(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): PythonChoice {
+export function choosePython(
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): PythonChoice {
   if (flag) return { candidates: [flag], explicit: true, source: "--python" };
   const fromEnv = env.TORCHLENS_PYTHON;
   if (fromEnv) return { candidates: [fromEnv], explicit: true, source: "TORCHLENS_PYTHON" };

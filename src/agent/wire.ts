@@ -98,7 +98,8 @@ export async function* readFrames(stream: AsyncIterable<Buffer>): AsyncGenerator
           throw new WireError("bad frame: the header is not a map with a type");
         }
         header = decoded as Frame["header"];
-        payloadLength = typeof header.nbytes === "number" && header.type === "data" ? header.nbytes : 0;
+        payloadLength =
+          typeof header.nbytes === "number" && header.type === "data" ? header.nbytes : 0;
         if (payloadLength > MAX_PAYLOAD_BYTES) {
           throw new WireError(`bad frame: a payload of ${payloadLength} bytes`);
         }

@@ -11,10 +11,17 @@ import { choosePython } from "../agent/python.js";
 import { TorchlensError, usageError } from "../errors.js";
 import { buildLog } from "../log/build.js";
 import { type AgentSelection, planSelection, selectPasses, splitSelectors } from "../log/select.js";
-import type { ModelRecord, ModuleCallRecord, OpRecord, OutputStructure, RawRun, RunLog } from "../log/types.js";
-import { NpzWriter, type NpzEntry } from "../store/npz.js";
-import { ACTIVATIONS, LOG, MANIFEST, RunDir, fsError, sha256File } from "../store/runDir.js";
-import { Progress, formatBytes, formatMs } from "../ui/progress.js";
+import type {
+  ModelRecord,
+  ModuleCallRecord,
+  OpRecord,
+  OutputStructure,
+  RawRun,
+  RunLog,
+} from "../log/types.js";
+import { type NpzEntry, NpzWriter } from "../store/npz.js";
+import { ACTIVATIONS, fsError, LOG, MANIFEST, RunDir, sha256File } from "../store/runDir.js";
+import { formatBytes, formatMs, Progress } from "../ui/progress.js";
 import { onInterrupt } from "./interrupt.js";
 
 export interface ExtractOptions {
@@ -55,20 +62,32 @@ export interface ExtractSummary {
 
 /** Input shapes: "1,3,224,224" per input; several inputs as repeated flags or joined by ";". */
 export function parseShapes(specs: string[]): number[][] {
-  return specs.flatMap((s) => s.split(";")).map((spec) => {
-    const dims = spec.trim().split(/[,x ]+/).filter(Boolean);
-    if (!dims.length || dims.some((d) => !/^\d+$/.test(d))) {
-      throw usageError(`--input-shape ${JSON.stringify(spec)} is not a shape`, "give sizes separated by commas, e.g. --input-shape 1,3,224,224 (repeat the flag for several inputs)");
-    }
-    return dims.map(Number);
-  });
+  return specs
+    .flatMap((s) => s.split(";"))
+    .map((spec) => {
+      const dims = spec
+        .trim()
+        .split(/[,x ]+/)
+        .filter(Boolean);
+      if (!dims.length || dims.some((d) => !/^\d+$/.test(d))) {
+        throw usageError(
+          `--input-shape ${JSON.stringify(spec)} is not a shape`,
+          "give sizes separated by commas, e.g. --input-shape 1,3,224,224 (repeat the flag for several inputs)",
+        );
+      }
+      return dims.map(Number);
+    });
 }
 
 const NPY_MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);
 
 /** Copy stdin into the run (so the run keeps the exact input it was made from). */
 async function saveStdin(run: RunDir): Promise<string> {
-  if (process.stdin.isTTY) throw usageError("--input - reads the input from stdin, but stdin is a terminal", "pipe a .pt or .npy file in: torchlens extract model.py --input - < x.pt");
+  if (process.stdin.isTTY)
+    throw usageError(
+      "--input - reads the input from stdin, but stdin is a terminal",
+      "pipe a .pt or .npy file in: torchlens extract model.py --input - < x.pt",
+    );
   const tmp = run.file("input.tmp");
   await pipeline(process.stdin, createWriteStream(tmp));
   const handle = await fs.open(tmp, "r");
@@ -86,29 +105,52 @@ interface InputSpec {
 }
 
 async function inputSpec(opts: ExtractOptions, run: RunDir): Promise<InputSpec> {
-  if (opts.input && opts.inputShape?.length) throw usageError("--input and --input-shape were both given", "use one of them");
+  if (opts.input && opts.inputShape?.length)
+    throw usageError("--input and --input-shape were both given", "use one of them");
   if (opts.input === "-") {
     const name = await saveStdin(run);
     return {
       request: { kind: "file", path: run.file(name) },
-      manifest: { kind: "file", source: "stdin", path: name, in_run: true, sha256: await sha256File(run.file(name)) },
+      manifest: {
+        kind: "file",
+        source: "stdin",
+        path: name,
+        in_run: true,
+        sha256: await sha256File(run.file(name)),
+      },
     };
   }
   if (opts.input) {
     const abs = path.resolve(opts.input);
     const stat = await fs.stat(abs).catch(() => null);
-    if (!stat?.isFile()) throw usageError(`input file not found: ${opts.input}`, "check the path given to --input (a .pt or .npy file, or - for stdin)");
-    return { request: { kind: "file", path: abs }, manifest: { kind: "file", path: abs, in_run: false, sha256: await sha256File(abs) } };
+    if (!stat?.isFile())
+      throw usageError(
+        `input file not found: ${opts.input}`,
+        "check the path given to --input (a .pt or .npy file, or - for stdin)",
+      );
+    return {
+      request: { kind: "file", path: abs },
+      manifest: { kind: "file", path: abs, in_run: false, sha256: await sha256File(abs) },
+    };
   }
   if (opts.inputShape?.length) {
     const shapes = parseShapes(opts.inputShape);
-    return { request: { kind: "shape", shapes, dtype: opts.inputDtype }, manifest: { kind: "shape", shapes, dtype: opts.inputDtype, seed: opts.seed } };
+    return {
+      request: { kind: "shape", shapes, dtype: opts.inputDtype },
+      manifest: { kind: "shape", shapes, dtype: opts.inputDtype, seed: opts.seed },
+    };
   }
   return { request: { kind: "example" }, manifest: { kind: "example" } };
 }
 
 /** Read the agent's frames until `done`, writing each saved pass into the npz as its bytes arrive. */
-async function streamRun(agent: Agent, npz: NpzWriter | null, entries: Map<number, NpzEntry>, progress: Progress, t0: number) {
+async function streamRun(
+  agent: Agent,
+  npz: NpzWriter | null,
+  entries: Map<number, NpzEntry>,
+  progress: Progress,
+  t0: number,
+) {
   let model: ModelRecord | null = null;
   const ops: OpRecord[] = [];
   const moduleCalls: ModuleCallRecord[] = [];
@@ -123,11 +165,17 @@ async function streamRun(agent: Agent, npz: NpzWriter | null, entries: Map<numbe
         break;
       case "op": {
         const op = header as unknown as OpRecord;
-        if (current) throw new TorchlensError(`the agent sent pass ${op.id} before finishing the bytes of pass ${current.id}`);
+        if (current)
+          throw new TorchlensError(
+            `the agent sent pass ${op.id} before finishing the bytes of pass ${current.id}`,
+          );
         if (firstOpMs === null && op.kind !== "input") firstOpMs = performance.now() - t0;
         ops.push(op);
         if (op.stored_dtype !== null) {
-          if (!npz) throw new TorchlensError(`the agent sent bytes for pass ${op.id} during a pass that saves nothing`);
+          if (!npz)
+            throw new TorchlensError(
+              `the agent sent bytes for pass ${op.id} during a pass that saves nothing`,
+            );
           const entry = npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.nbytes);
           entries.set(op.id, entry);
           if (op.nbytes === 0) await npz.endEntry(entry);
@@ -137,7 +185,10 @@ async function streamRun(agent: Agent, npz: NpzWriter | null, entries: Map<numbe
         break;
       }
       case "data": {
-        if (!current || header.id !== current.id) throw new TorchlensError(`the agent sent bytes for pass ${String(header.id)} out of order`);
+        if (!current || header.id !== current.id)
+          throw new TorchlensError(
+            `the agent sent bytes for pass ${String(header.id)} out of order`,
+          );
         for (const piece of payload) {
           await (npz as NpzWriter).write(current.entry, piece);
           current.remaining -= piece.length;
@@ -194,7 +245,10 @@ async function runAgent(
   track: (agent: Agent) => void,
 ): Promise<Streamed> {
   progress.update("starting the Python agent", 0);
-  const agent = await Agent.start({ python: choosePython(opts.python), onStderr: (chunk) => progress.passThrough(chunk) });
+  const agent = await Agent.start({
+    python: choosePython(opts.python),
+    onStderr: (chunk) => progress.passThrough(chunk),
+  });
   track(agent);
   progress.update("loading the model", 0);
   agent.send({
@@ -226,12 +280,24 @@ function checkSameRun(dry: RawRun, real: RawRun): void {
   for (let i = 0; i < n; i++) {
     const a = dry.ops[i];
     const b = real.ops[i];
-    const same = a && b && a.func === b.func && a.shape.join() === b.shape.join() && a.dtype === b.dtype && JSON.stringify(a.parents) === JSON.stringify(b.parents);
+    const same =
+      a &&
+      b &&
+      a.func === b.func &&
+      a.shape.join() === b.shape.join() &&
+      a.dtype === b.dtype &&
+      JSON.stringify(a.parents) === JSON.stringify(b.parents);
     if (!same) {
-      const what = !a || !b ? `it made ${dry.ops.length} passes, then ${real.ops.length}` : `pass ${i + 1} was ${a.func}${JSON.stringify(a.shape)}, then ${b.func}${JSON.stringify(b.shape)}`;
-      throw new TorchlensError(`the model is not deterministic: --layers needed two forward passes and they differed (${what})`, {
-        hint: "select by function name, module address or ordinal (decided in one pass), or make the forward pass deterministic (fixed seed, no data-dependent randomness)",
-      });
+      const what =
+        !a || !b
+          ? `it made ${dry.ops.length} passes, then ${real.ops.length}`
+          : `pass ${i + 1} was ${a.func}${JSON.stringify(a.shape)}, then ${b.func}${JSON.stringify(b.shape)}`;
+      throw new TorchlensError(
+        `the model is not deterministic: --layers needed two forward passes and they differed (${what})`,
+        {
+          hint: "select by function name, module address or ordinal (decided in one pass), or make the forward pass deterministic (fixed seed, no data-dependent randomness)",
+        },
+      );
     }
   }
 }
@@ -240,7 +306,10 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
   const t0 = performance.now();
   const modelFile = path.resolve(opts.modelFile);
   if (!(await fs.stat(modelFile).catch(() => null))?.isFile()) {
-    throw usageError(`model file not found: ${opts.modelFile}`, "give the path of a .py file that defines build_model() or model");
+    throw usageError(
+      `model file not found: ${opts.modelFile}`,
+      "give the path of a .py file that defines build_model() or model",
+    );
   }
   const selectors = opts.layers?.length ? splitSelectors(opts.layers) : null;
   const run = await RunDir.create(opts.out, opts.force);
@@ -276,7 +345,16 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       throw fsError(err, `creating ${ACTIVATIONS}`);
     }
     const entries = new Map<number, NpzEntry>();
-    const streamed = await runAgent(opts, modelFile, input, save, { npz, entries }, progress, t0, track);
+    const streamed = await runAgent(
+      opts,
+      modelFile,
+      input,
+      save,
+      { npz, entries },
+      progress,
+      t0,
+      track,
+    );
     const hello = streamed.hello;
     if (dry) checkSameRun(dry, streamed.raw);
     const log: RunLog = buildLog(streamed.raw, (op) => entries.has(op.id));
@@ -285,7 +363,10 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       const wanted = selectPasses(log, selectors).labels;
       const saved = log.passes.filter((p) => p.saved).map((p) => p.label);
       if (wanted.join() !== saved.join()) {
-        throw new TorchlensError(`--layers selected ${wanted.length} passes but the agent saved ${saved.length}`, { hint: "this is a bug in torchlens; please report it with the --layers value" });
+        throw new TorchlensError(
+          `--layers selected ${wanted.length} passes but the agent saved ${saved.length}`,
+          { hint: "this is a bug in torchlens; please report it with the --layers value" },
+        );
       }
     }
     for (const p of log.passes) {
@@ -323,14 +404,37 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       status: "complete",
       created: new Date().toISOString(),
       command: argv,
-      agent: { python: hello.python, executable: hello.executable, torch: hello.torch, numpy: hello.numpy, platform: hello.platform, agent: hello.agent },
-      model: { file: modelFile, sha256: await sha256File(modelFile), name: opts.model ?? null, class: log.model.class },
+      agent: {
+        python: hello.python,
+        executable: hello.executable,
+        torch: hello.torch,
+        numpy: hello.numpy,
+        platform: hello.platform,
+        agent: hello.agent,
+      },
+      model: {
+        file: modelFile,
+        sha256: await sha256File(modelFile),
+        name: opts.model ?? null,
+        class: log.model.class,
+      },
       input: input.manifest,
       options: { device: opts.device, seed: opts.seed, layers: selectors },
       seed: opts.seed,
       files: { log: LOG, activations: ACTIVATIONS },
-      counts: { passes: summary.passes, layers: summary.layers, saved: summary.saved, bytes: summary.bytes, ops_dispatched: summary.ops_dispatched },
-      timings: { wall_ms: summary.wall_ms, forward_ms: summary.forward_ms, first_op_ms: summary.first_op_ms, forward_passes: summary.forward_passes },
+      counts: {
+        passes: summary.passes,
+        layers: summary.layers,
+        saved: summary.saved,
+        bytes: summary.bytes,
+        ops_dispatched: summary.ops_dispatched,
+      },
+      timings: {
+        wall_ms: summary.wall_ms,
+        forward_ms: summary.forward_ms,
+        first_op_ms: summary.first_op_ms,
+        forward_passes: summary.forward_passes,
+      },
     });
     await run.commit();
     progress.stop();

@@ -15,7 +15,9 @@ function handle(signal: "SIGINT" | "SIGTERM"): void {
       // keep cleaning up
     }
   }
-  process.stderr.write(`\ninterrupted (${signal}): stopped the agent and removed the unfinished run\n`);
+  process.stderr.write(
+    `\ninterrupted (${signal}): stopped the agent and removed the unfinished run\n`,
+  );
   process.exit(signal === "SIGINT" ? EXIT.sigint : EXIT.sigterm);
 }
 

@@ -8,7 +8,14 @@ import { selectPasses, splitSelectors } from "../log/select.js";
 import type { Layer, ModuleEntry, Pass, RunLog } from "../log/types.js";
 import { readRun } from "../store/readRun.js";
 import { formatBytes } from "../ui/progress.js";
-import { type Cell, formatMillis, formatShape, renderTable, terminalWidth } from "../ui/table.js";
+import {
+  type Cell,
+  formatMillis,
+  formatShape,
+  renderTable,
+  terminalWidth,
+  writeStdout,
+} from "../ui/table.js";
 
 export interface LsOptions {
   layers?: string[];
@@ -30,10 +37,20 @@ export function selectedPasses(log: RunLog, layers: string[] | undefined): Pass[
 export async function ls(dir: string, o: LsOptions): Promise<string> {
   const { log } = await readRun(dir);
   if (o.modules) {
-    if (o.layers?.length) throw usageError("--layers does not apply to --modules", "list the module tree alone, or passes inside a module with --layers ADDRESS");
-    if (o.by !== "pass") throw usageError("--by does not apply to --modules", "use one of --modules or --by layer");
+    if (o.layers?.length)
+      throw usageError(
+        "--layers does not apply to --modules",
+        "list the module tree alone, or passes inside a module with --layers ADDRESS",
+      );
+    if (o.by !== "pass")
+      throw usageError("--by does not apply to --modules", "use one of --modules or --by layer");
     const tree = moduleTree(log);
-    if (o.json) return JSON.stringify(tree.map((t) => t.entry), null, 2);
+    if (o.json)
+      return JSON.stringify(
+        tree.map((t) => t.entry),
+        null,
+        2,
+      );
     return renderModules(tree, o.width);
   }
   const passes = selectedPasses(log, o.layers);
@@ -75,7 +92,9 @@ function renderPasses(passes: Pass[], width: number | null): string {
 function renderLayers(log: RunLog, layers: Layer[], width: number | null): string {
   const byLabel = new Map(log.passes.map((p) => [p.label, p]));
   const rows = layers.map((l): Cell[] => {
-    const passes = l.passes.map((label) => byLabel.get(label)).filter((p): p is Pass => p !== undefined);
+    const passes = l.passes
+      .map((label) => byLabel.get(label))
+      .filter((p): p is Pass => p !== undefined);
     const shapes = new Set(passes.map((p) => formatShape(p.shape)));
     const dtypes = new Set(passes.map((p) => p.dtype));
     return [
@@ -124,9 +143,9 @@ export function moduleTree(log: RunLog): ModuleNode[] {
     }
     return node.totalParams;
   };
-  for (const m of log.modules) if (m.parent === null || !byAddress.has(m.parent)) if (!seen.has(m.address)) visit(m, 0);
-  // Entries no parent names (should not happen) still get listed rather than lost.
-  for (const m of log.modules) if (!seen.has(m.address)) visit(m, 0);
+  const roots = log.modules.filter((m) => m.parent === null || !byAddress.has(m.parent));
+  // Then any entry no parent reached (should not happen): listed rather than lost.
+  for (const m of [...roots, ...log.modules]) if (!seen.has(m.address)) visit(m, 0);
   return out;
 }
 
@@ -166,13 +185,31 @@ export function register(cli: Command): void {
     .command("ls")
     .description("list a run's passes (or layers, or modules) as a table, or as JSON for pipelines")
     .argument("<run>", "run directory made by torchlens extract")
-    .option("--layers <selectors>", "only these passes: labels, layer labels, functions, module addresses, ordinals, globs (comma-separated; repeatable)", collect)
+    .option(
+      "--layers <selectors>",
+      "only these passes: labels, layer labels, functions, module addresses, ordinals, globs (comma-separated; repeatable)",
+      collect,
+    )
     .option("--by <what>", "one row per pass or per layer: pass | layer", "pass")
-    .option("--modules", "the module tree: calls, parameters (nested included), passes inside, time, size", false)
+    .option(
+      "--modules",
+      "the module tree: calls, parameters (nested included), passes inside, time, size",
+      false,
+    )
     .option("--json", "print the log's pass, layer or module objects as a JSON array", false)
     .action(async (run: string, o) => {
-      if (o.by !== "pass" && o.by !== "layer") throw usageError(`--by ${JSON.stringify(o.by)} is not pass or layer`, "use --by pass (the default) or --by layer");
-      const text = await ls(run, { layers: o.layers, json: o.json, by: o.by, modules: o.modules, width: terminalWidth() });
-      process.stdout.write(`${text}\n`);
+      if (o.by !== "pass" && o.by !== "layer")
+        throw usageError(
+          `--by ${JSON.stringify(o.by)} is not pass or layer`,
+          "use --by pass (the default) or --by layer",
+        );
+      const text = await ls(run, {
+        layers: o.layers,
+        json: o.json,
+        by: o.by,
+        modules: o.modules,
+        width: terminalWidth(),
+      });
+      await writeStdout(`${text}\n`);
     });
 }

@@ -9,25 +9,19 @@
  */
 import { type Command, InvalidArgumentError } from "commander";
 import { usageError } from "../errors.js";
+import { dtypeBytes } from "../log/dtypes.js";
 import type { ParamInfo, Pass, RunLog } from "../log/types.js";
 import { readRun } from "../store/readRun.js";
 import { formatBytes } from "../ui/progress.js";
-import { type Cell, type Column, formatMillis, renderTable, terminalWidth } from "../ui/table.js";
+import {
+  type Cell,
+  type Column,
+  formatMillis,
+  renderTable,
+  terminalWidth,
+  writeStdout,
+} from "../ui/table.js";
 import { moduleName, moduleTree } from "./ls.js";
-
-/** Bytes per element of torch's dtypes, by the names log.json uses. */
-const TORCH_DTYPE_BYTES: Record<string, number> = {
-  float64: 8, float32: 4, float16: 2, bfloat16: 2,
-  float8_e4m3fn: 1, float8_e4m3fnuz: 1, float8_e5m2: 1, float8_e5m2fnuz: 1, float8_e8m0fnu: 1,
-  complex128: 16, complex64: 8, complex32: 4,
-  int64: 8, int32: 4, int16: 2, int8: 1, uint64: 8, uint32: 4, uint16: 2, uint8: 1, bool: 1,
-  qint8: 1, quint8: 1, qint32: 4, quint4x2: 1,
-};
-
-/** Bytes per element of a torch dtype name; null when unknown. */
-export function dtypeBytes(dtype: string): number | null {
-  return TORCH_DTYPE_BYTES[dtype] ?? null;
-}
 
 export type ProfileBy = "op" | "layer" | "module";
 
@@ -67,7 +61,8 @@ export interface Profile {
 /** Every parameter of the model by its full address (`features.0.weight`). */
 function paramsByAddress(log: RunLog): Map<string, ParamInfo> {
   const out = new Map<string, ParamInfo>();
-  for (const m of log.modules) for (const p of m.params) out.set(m.address ? `${m.address}.${p.name}` : p.name, p);
+  for (const m of log.modules)
+    for (const p of m.params) out.set(m.address ? `${m.address}.${p.name}` : p.name, p);
   return out;
 }
 
@@ -76,7 +71,10 @@ function paramBytes(p: ParamInfo): number {
 }
 
 /** Parameter count and bytes of a set of parameter addresses, each counted once. */
-function sumParams(addresses: Iterable<string>, known: Map<string, ParamInfo>): { num_params: number; param_bytes: number } {
+function sumParams(
+  addresses: Iterable<string>,
+  known: Map<string, ParamInfo>,
+): { num_params: number; param_bytes: number } {
   let num_params = 0;
   let param_bytes = 0;
   for (const a of new Set(addresses)) {
@@ -118,7 +116,9 @@ export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
   } else if (by === "layer") {
     const byLabel = new Map(log.passes.map((p) => [p.label, p]));
     rows = log.layers.map((l) => {
-      const passes = l.passes.map((label) => byLabel.get(label)).filter((p): p is Pass => p !== undefined);
+      const passes = l.passes
+        .map((label) => byLabel.get(label))
+        .filter((p): p is Pass => p !== undefined);
       const time = sum(passes, (p) => p.time_ms);
       return {
         name: l.label,
@@ -128,15 +128,23 @@ export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
         time_ms: time,
         time_pct: pct(time),
         nbytes: sum(passes, (p) => p.nbytes),
-        ...sumParams(passes.flatMap((p) => p.params), params),
+        ...sumParams(
+          passes.flatMap((p) => p.params),
+          params,
+        ),
       };
     });
   } else {
     const selfMs = new Map<string, number>();
-    for (const p of log.passes) selfMs.set(p.module ?? "", (selfMs.get(p.module ?? "") ?? 0) + p.time_ms);
+    for (const p of log.passes)
+      selfMs.set(p.module ?? "", (selfMs.get(p.module ?? "") ?? 0) + p.time_ms);
     rows = moduleTree(log).map(({ entry: m }) => {
-      const nested = log.modules.filter((n) => m.address === "" || n.address === m.address || n.address.startsWith(`${m.address}.`));
-      const owned = nested.flatMap((n) => n.params.map((p) => (n.address ? `${n.address}.${p.name}` : p.name)));
+      const nested = log.modules.filter(
+        (n) => m.address === "" || n.address === m.address || n.address.startsWith(`${m.address}.`),
+      );
+      const owned = nested.flatMap((n) =>
+        n.params.map((p) => (n.address ? `${n.address}.${p.name}` : p.name)),
+      );
       return {
         name: m.address,
         class: m.class,
@@ -163,7 +171,7 @@ function percent(x: number): string {
 export function renderProfile(p: Profile, width: number | null): string {
   const right = "right" as const;
   const tail: Column[] = [
-    { header: "passes", align: right },
+    ...(p.by === "op" ? [] : [{ header: "passes", align: right }]),
     { header: "time ms", align: right },
     ...(p.by === "module" ? [{ header: "self ms", align: right }] : []),
     { header: "time %", align: right },
@@ -174,9 +182,13 @@ export function renderProfile(p: Profile, width: number | null): string {
   const head: Column[] =
     p.by === "module"
       ? [{ header: "module", keep: true }, { header: "class" }, { header: "calls", align: right }]
-      : [{ header: p.by === "op" ? "pass" : "layer", keep: true }, { header: "function" }, { header: "module" }];
+      : [
+          { header: p.by === "op" ? "pass" : "layer", keep: true },
+          { header: "function" },
+          { header: "module" },
+        ];
   const numbers = (r: ProfileRow | ProfileTotals, pct: number, self?: number): Cell[] => [
-    r.passes,
+    ...(p.by === "op" ? [] : [r.passes]),
     formatMillis(r.time_ms),
     ...(p.by === "module" ? [self === undefined ? "" : formatMillis(self)] : []),
     percent(pct),
@@ -185,12 +197,17 @@ export function renderProfile(p: Profile, width: number | null): string {
     formatBytes(r.param_bytes),
   ];
   const rows = p.rows.map((r): Cell[] => [
-    ...(p.by === "module" ? [moduleName(r.name), r.class, r.calls] : [r.name, r.func, r.module ?? ""]),
+    ...(p.by === "module"
+      ? [moduleName(r.name), r.class, r.calls]
+      : [r.name, r.func, r.module ?? ""]),
     ...numbers(r, r.time_pct, r.self_ms),
   ]);
-  const shown = p.rows.length < p.num_rows ? `total (top ${p.rows.length} of ${p.num_rows} shown)` : "total";
-  const footer: Cell[] = [shown, "", "", ...numbers(p.totals, p.totals.time_ms > 0 ? 100 : 0)];
-  return renderTable([...head, ...tail], rows, { width, footer });
+  const footer: Cell[] = ["total", "", "", ...numbers(p.totals, p.totals.time_ms > 0 ? 100 : 0)];
+  const table = renderTable([...head, ...tail], rows, { width, footer });
+  const what = { op: "passes", layer: "layers", module: "modules" }[p.by];
+  return p.rows.length < p.num_rows
+    ? `${table}\n(the ${p.rows.length} slowest of ${p.num_rows} ${what}; --top 0 shows all)`
+    : table;
 }
 
 function count(value: string): number {
@@ -201,15 +218,23 @@ function count(value: string): number {
 export function register(cli: Command): void {
   cli
     .command("profile")
-    .description("where the time and memory go: per op, layer or module, slowest first, with totals")
+    .description(
+      "where the time and memory go: per op, layer or module, slowest first, with totals",
+    )
     .argument("<run>", "run directory made by torchlens extract")
     .option("--by <what>", "one row per op (pass), layer, or module: op | layer | module", "op")
     .option("--top <n>", "show the N slowest rows (0: all)", count, 20)
     .option("--json", "print the rows and totals as JSON", false)
     .action(async (run: string, o) => {
-      if (!["op", "layer", "module"].includes(o.by)) throw usageError(`--by ${JSON.stringify(o.by)} is not op, layer or module`, "use --by op (the default), --by layer or --by module");
+      if (!["op", "layer", "module"].includes(o.by))
+        throw usageError(
+          `--by ${JSON.stringify(o.by)} is not op, layer or module`,
+          "use --by op (the default), --by layer or --by module",
+        );
       const { log } = await readRun(run);
       const profile = profileRun(log, o.by as ProfileBy, o.top);
-      process.stdout.write(`${o.json ? JSON.stringify(profile, null, 2) : renderProfile(profile, terminalWidth())}\n`);
+      await writeStdout(
+        `${o.json ? JSON.stringify(profile, null, 2) : renderProfile(profile, terminalWidth())}\n`,
+      );
     });
 }

@@ -2,11 +2,12 @@
  * records → passes → layers → modules: the pipeline that turns what the agent said (RawRun) into
  * the layer log (RunLog). Each step is a pure function.
  */
+import { tensorBytes } from "./dtypes.js";
 import { labelOps } from "./labels.js";
 import { groupLayers } from "./loops.js";
 import {
-  LOG_SCHEMA,
   type Layer,
+  LOG_SCHEMA,
   type ModuleEntry,
   type OpRecord,
   type OutputStructure,
@@ -19,11 +20,11 @@ import {
 export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) => boolean): Pass[] {
   const { ops } = raw;
   const labels = labelOps(ops, layerOf);
-  const labelById = new Map<number, string>();
-  ops.forEach((op, i) => labelById.set(op.id, labels.label[i]));
+  const labelById = new Map<number, string>(ops.map((op, i) => [op.id, labels.label[i]]));
   const paramNumel = new Map<string, number>();
   for (const m of raw.model.modules) {
-    for (const p of m.params) paramNumel.set(m.address ? `${m.address}.${p.name}` : p.name, p.numel);
+    for (const p of m.params)
+      paramNumel.set(m.address ? `${m.address}.${p.name}` : p.name, p.numel);
   }
   const passes: Pass[] = ops.map((op, i) => {
     const label = labels.label[i];
@@ -32,7 +33,8 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
     const parentArgs: string[] = [];
     for (const [pid, pos] of op.parents) {
       const parent = labelById.get(pid);
-      if (parent === undefined) throw new Error(`pass ${op.id} names parent ${pid}, which the agent never sent`);
+      if (parent === undefined)
+        throw new Error(`pass ${op.id} names parent ${pid}, which the agent never sent`);
       parents.push(parent);
       parentArgs.push(pos);
     }
@@ -48,7 +50,9 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
       call: op.call,
       out_index: op.out_index,
       module: innermost(op),
-      modules: op.modules.filter(([address]) => address !== "").map(([address, call]) => `${address}:${call}`),
+      modules: op.modules
+        .filter(([address]) => address !== "")
+        .map(([address, call]) => `${address}:${call}`),
       parents,
       parent_args: parentArgs,
       children: [],
@@ -67,7 +71,7 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
       is_inplace: op.inplace,
       params: op.params,
       num_params: op.params.reduce((sum, p) => sum + (paramNumel.get(p) ?? 0), 0),
-      nbytes: op.nbytes,
+      nbytes: tensorBytes(op.shape, op.dtype),
       time_ms: op.time_ms,
       distance_from_input: null,
       distance_to_output: null,
@@ -106,8 +110,20 @@ export function addDistances(passes: Pass[]): void {
       frontier = upcoming;
     }
   };
-  bfs(passes.filter((p) => p.is_input), (p) => p.children, (p, d) => { p.distance_from_input = d; });
-  bfs(passes.filter((p) => p.is_output), (p) => p.parents, (p, d) => { p.distance_to_output = d; });
+  bfs(
+    passes.filter((p) => p.is_input),
+    (p) => p.children,
+    (p, d) => {
+      p.distance_from_input = d;
+    },
+  );
+  bfs(
+    passes.filter((p) => p.is_output),
+    (p) => p.parents,
+    (p, d) => {
+      p.distance_to_output = d;
+    },
+  );
   for (const p of passes) {
     p.is_dead_end = p.distance_to_output === null;
     p.is_branch_point = p.children.length > 1;
@@ -119,7 +135,14 @@ export function toLayers(passes: Pass[]): Layer[] {
   for (const p of passes) {
     let layer = layers.get(p.layer);
     if (!layer) {
-      layer = { label: p.layer, func: p.func, passes: [], num_passes: p.num_passes, module: p.module, params: p.params };
+      layer = {
+        label: p.layer,
+        func: p.func,
+        passes: [],
+        num_passes: p.num_passes,
+        module: p.module,
+        params: p.params,
+      };
       layers.set(p.layer, layer);
     }
     layer.passes.push(p.label);
@@ -134,11 +157,23 @@ export function callLabel(address: string, call: number): string {
 
 export function toModules(raw: RawRun, passes: Pass[]): ModuleEntry[] {
   const labelById = new Map(passes.map((p) => [p.id, p.label]));
-  const labels = (ids: number[]) => ids.map((id) => labelById.get(id)).filter((l): l is string => l !== undefined);
-  const parentOf = (address: string) => (address === "" ? null : address.includes(".") ? address.slice(0, address.lastIndexOf(".")) : "");
+  const labels = (ids: number[]) =>
+    ids.map((id) => labelById.get(id)).filter((l): l is string => l !== undefined);
+  const parentOf = (address: string) =>
+    address === "" ? null : address.includes(".") ? address.slice(0, address.lastIndexOf(".")) : "";
   const blank = (address: string, cls: string): ModuleEntry => ({
-    address, class: cls, parent: parentOf(address), children: [], params: [], num_params: 0, buffers: [], calls: [],
-    num_calls: 0, num_passes: 0, time_ms: 0, nbytes: 0,
+    address,
+    class: cls,
+    parent: parentOf(address),
+    children: [],
+    params: [],
+    num_params: 0,
+    buffers: [],
+    calls: [],
+    num_calls: 0,
+    num_passes: 0,
+    time_ms: 0,
+    nbytes: 0,
   });
   const entries = new Map<string, ModuleEntry>();
   for (const m of raw.model.modules) {
@@ -156,11 +191,13 @@ export function toModules(raw: RawRun, passes: Pass[]): ModuleEntry[] {
       const acc = inside.get(key) ?? { passes: 0, time: 0, bytes: 0 };
       acc.passes += 1;
       acc.time += op.time_ms;
-      acc.bytes += op.nbytes;
+      acc.bytes += tensorBytes(op.shape, op.dtype);
       inside.set(key, acc);
     }
   });
-  const calls = [...raw.moduleCalls].sort((a, b) => (a.address === b.address ? a.call - b.call : 0));
+  const calls = [...raw.moduleCalls].sort((a, b) =>
+    a.address === b.address ? a.call - b.call : 0,
+  );
   for (const c of calls) {
     let entry = entries.get(c.address);
     if (!entry) {
@@ -205,9 +242,17 @@ function outputLabels(structure: OutputStructure, labelById: Map<number, string>
       return { kind: "tensor", pass: labelById.get(structure.id) };
     case "tuple":
     case "list":
-      return { kind: structure.kind, items: structure.items.map((s) => outputLabels(s, labelById)) };
+      return {
+        kind: structure.kind,
+        items: structure.items.map((s) => outputLabels(s, labelById)),
+      };
     case "dict":
-      return { kind: "dict", items: Object.fromEntries(Object.entries(structure.items).map(([k, s]) => [k, outputLabels(s, labelById)])) };
+      return {
+        kind: "dict",
+        items: Object.fromEntries(
+          Object.entries(structure.items).map(([k, s]) => [k, outputLabels(s, labelById)]),
+        ),
+      };
     default:
       return structure;
   }

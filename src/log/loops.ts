@@ -39,8 +39,7 @@ function paramKey(op: OpRecord): string {
 export function groupLayers(ops: OpRecord[]): number[] {
   const n = ops.length;
   const layer = new Array<number>(n).fill(-1);
-  const indexOf = new Map<number, number>();
-  ops.forEach((op, i) => indexOf.set(op.id, i));
+  const indexOf = new Map<number, number>(ops.map((op, i) => [op.id, i]));
   const parents: Edge[][] = ops.map((op) =>
     op.parents.flatMap(([pid, pos]) => {
       const i = indexOf.get(pid);
@@ -94,7 +93,10 @@ export function groupLayers(ops: OpRecord[]): number[] {
         const l = layer[candidate];
         if (!GROUPABLE.has(ops[candidate].kind) || l === id || anchored.has(l)) return;
         let byMember = relations.get(relation);
-        if (!byMember) relations.set(relation, (byMember = new Map()));
+        if (!byMember) {
+          byMember = new Map();
+          relations.set(relation, byMember);
+        }
         const list = byMember.get(member);
         if (list) list.push(candidate);
         else byMember.set(member, [candidate]);

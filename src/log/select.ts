@@ -19,7 +19,16 @@
 import { usageError } from "../errors.js";
 import type { Pass, RunLog } from "./types.js";
 
-export type SelectorKind = "pass" | "layer" | "short" | "module" | "call" | "outputs" | "function" | "ordinal" | "glob";
+export type SelectorKind =
+  | "pass"
+  | "layer"
+  | "short"
+  | "module"
+  | "call"
+  | "outputs"
+  | "function"
+  | "ordinal"
+  | "glob";
 
 export interface Match {
   selector: string;
@@ -30,7 +39,11 @@ export interface Match {
 export function splitSelectors(spec: string | string[]): string[] {
   const parts = (Array.isArray(spec) ? spec : [spec]).flatMap((s) => s.split(","));
   const out = parts.map((s) => s.trim()).filter(Boolean);
-  if (!out.length) throw usageError("--layers was given no selectors", "give a comma-separated list, e.g. --layers conv2d_1,relu_2_4:1,features.3");
+  if (!out.length)
+    throw usageError(
+      "--layers was given no selectors",
+      "give a comma-separated list, e.g. --layers conv2d_1,relu_2_4:1,features.3",
+    );
   return out;
 }
 
@@ -76,11 +89,19 @@ function editDistance(a: string, b: string): number {
   return dp[b.length];
 }
 
-/** Up to `n` known names closest to what the user typed. */
+/** Up to `n` known names closest to what the user typed (relative edit distance; prefixes first). */
 export function closeMatches(word: string, known: Iterable<string>, n = 5): string[] {
-  const scored = [...new Set(known)].map((k) => ({ k, d: editDistance(word.toLowerCase(), k.toLowerCase()) - (k.startsWith(word) ? 2 : 0) }));
+  const w = word.toLowerCase();
+  const scored = [...new Set(known)].map((k) => {
+    const kl = k.toLowerCase();
+    const d = editDistance(w, kl) / Math.max(w.length, kl.length);
+    return { k, d: kl.startsWith(w) || w.startsWith(kl) ? d / 4 : d };
+  });
   scored.sort((a, b) => a.d - b.d || a.k.localeCompare(b.k));
-  return scored.slice(0, n).map((s) => s.k);
+  return scored
+    .filter((s) => s.d <= 0.6)
+    .slice(0, n)
+    .map((s) => s.k);
 }
 
 /** Resolve one selector against a log. Returns null when it matches nothing. */
@@ -90,22 +111,41 @@ export function matchSelector(log: RunLog, selector: string): Match | null {
   if (byLabel.has(selector)) return { selector, kind: "pass", labels: [selector] };
   const layer = log.layers.find((l) => l.label === selector);
   if (layer) return { selector, kind: "layer", labels: [...layer.passes] };
-  const short = log.layers.filter((l) => l.label.replace(/_\d+$/, "") === selector && /_\d+_\d+$/.test(l.label));
+  const short = log.layers.filter(
+    (l) => l.label.replace(/_\d+$/, "") === selector && /_\d+_\d+$/.test(l.label),
+  );
   if (short.length === 1) return { selector, kind: "short", labels: [...short[0].passes] };
   const modules = new Set(log.modules.map((m) => m.address).filter((a) => a !== ""));
   const out = /^(.*?)(?::(\d+))?@out$/.exec(selector);
   if (out && modules.has(out[1])) {
     const entry = log.modules.find((m) => m.address === out[1]);
-    const calls = (entry?.calls ?? []).filter((c) => out[2] === undefined || c.call === Number(out[2]));
-    if (calls.length) return { selector, kind: "outputs", labels: [...new Set(calls.flatMap((c) => c.outputs))] };
+    const calls = (entry?.calls ?? []).filter(
+      (c) => out[2] === undefined || c.call === Number(out[2]),
+    );
+    if (calls.length)
+      return { selector, kind: "outputs", labels: [...new Set(calls.flatMap((c) => c.outputs))] };
   }
-  if (modules.has(selector)) return { selector, kind: "module", labels: passes.filter((p) => insideModule(p, selector)).map((p) => p.label) };
+  if (modules.has(selector))
+    return {
+      selector,
+      kind: "module",
+      labels: passes.filter((p) => insideModule(p, selector)).map((p) => p.label),
+    };
   const call = /^(.*):(\d+)$/.exec(selector);
   if (call && modules.has(call[1])) {
-    return { selector, kind: "call", labels: passes.filter((p) => p.modules.includes(selector) || p.modules.some((m) => m === selector)).map((p) => p.label) };
+    return {
+      selector,
+      kind: "call",
+      labels: passes
+        .filter((p) => p.modules.includes(selector) || p.modules.some((m) => m === selector))
+        .map((p) => p.label),
+    };
   }
-  const byFunction = passes.filter((p) => p.layer.replace(/_\d+_\d+$/, "") === selector || p.func === selector);
-  if (byFunction.length) return { selector, kind: "function", labels: byFunction.map((p) => p.label) };
+  const byFunction = passes.filter(
+    (p) => p.layer.replace(/_\d+_\d+$/, "") === selector || p.func === selector,
+  );
+  if (byFunction.length)
+    return { selector, kind: "function", labels: byFunction.map((p) => p.label) };
   if (/^-?\d+$/.test(selector)) {
     const k = Number(selector);
     const p = passes[k < 0 ? passes.length + k : k];
@@ -115,9 +155,20 @@ export function matchSelector(log: RunLog, selector: string): Match | null {
     const re = globToRegExp(selector);
     const hit = new Set<string>();
     for (const p of passes) {
-      if (re.test(p.label) || re.test(p.layer) || p.modules.some((m) => re.test(m.slice(0, m.lastIndexOf(":"))))) hit.add(p.label);
+      if (
+        re.test(p.label) ||
+        re.test(p.layer) ||
+        p.modules.some((m) => re.test(m.slice(0, m.lastIndexOf(":"))))
+      )
+        hit.add(p.label);
     }
-    return hit.size ? { selector, kind: "glob", labels: passes.filter((p) => hit.has(p.label)).map((p) => p.label) } : null;
+    return hit.size
+      ? {
+          selector,
+          kind: "glob",
+          labels: passes.filter((p) => hit.has(p.label)).map((p) => p.label),
+        }
+      : null;
   }
   return null;
 }
@@ -126,15 +177,26 @@ export function matchSelector(log: RunLog, selector: string): Match | null {
  * Resolve a selector list to pass labels in execution order; a selector matching nothing is a
  * usage error that lists close matches.
  */
-export function selectPasses(log: RunLog, selectors: string[]): { labels: string[]; matches: Match[] } {
+export function selectPasses(
+  log: RunLog,
+  selectors: string[],
+  what = "--layers",
+): { labels: string[]; matches: Match[] } {
   const matches: Match[] = [];
   for (const s of selectors) {
     const m = matchSelector(log, s);
     if (!m) {
-      const known = [...log.passes.map((p) => p.label), ...log.layers.map((l) => l.label), ...log.modules.map((m2) => m2.address).filter(Boolean)];
+      const known = [
+        ...log.passes.map((p) => p.label),
+        ...log.layers.map((l) => l.label),
+        ...log.layers.map((l) => l.label.replace(/_\d+_\d+$/, "")),
+        ...log.modules.map((m2) => m2.address).filter(Boolean),
+      ];
       const close = closeMatches(s, known);
-      throw usageError(`--layers: ${JSON.stringify(s)} matches no pass, layer, module or function in this run${close.length ? `; close: ${close.join(", ")}` : ""}`,
-        "see the labels with `torchlens ls RUN` and the module addresses with `torchlens ls RUN --modules`");
+      throw usageError(
+        `${what}: ${JSON.stringify(s)} matches no pass, layer, module or function in this run${close.length ? `; close: ${close.join(", ")}` : ""}`,
+        "see the labels with `torchlens ls RUN` and the module addresses with `torchlens ls RUN --modules`",
+      );
     }
     matches.push(m);
   }
@@ -155,7 +217,9 @@ export interface AgentSelection {
   ordinals: number[];
 }
 
-export function planSelection(selectors: string[]): { agent: AgentSelection } | { needsLabels: true } {
+export function planSelection(
+  selectors: string[],
+): { agent: AgentSelection } | { needsLabels: true } {
   const agent: AgentSelection = { words: [], modules: [], ordinals: [] };
   for (const s of selectors) {
     if (/^\d+$/.test(s)) agent.ordinals.push(Number(s));

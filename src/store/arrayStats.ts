@@ -7,9 +7,9 @@
  * How: elements are decoded a block at a time into a float64 scratch buffer (typed-array `set`
  * converts natively; float16, int64 and complex need a loop), each block gets its sum and sum of
  * squared deviations from its own mean (two passes while the block sits in cache), and blocks
- * are merged with Chan et al.'s pairwise update. That is one pass over memory, numerically
- * stable, and all in float64, so float32 arrays of tens of millions of elements agree with numpy
- * to ~1e-7 relative.
+ * are merged with Chan et al.'s pairwise update, all relative to the first finite value. That is
+ * one pass over memory, numerically stable and all in float64: on 50M float32 elements it agrees
+ * with numpy over float64 to 1e-12, and with numpy's float32 defaults to 1e-6.
  */
 import { TorchlensError } from "../errors.js";
 
@@ -35,7 +35,21 @@ export interface ArrayStats {
 /** Elements decoded per block: 32 KiB of float64, comfortably in L1/L2. */
 const BLOCK = 4096;
 
-type Kind = "f2" | "f4" | "f8" | "i1" | "i2" | "i4" | "i8" | "u1" | "u2" | "u4" | "u8" | "b1" | "c8" | "c16";
+type Kind =
+  | "f2"
+  | "f4"
+  | "f8"
+  | "i1"
+  | "i2"
+  | "i4"
+  | "i8"
+  | "u1"
+  | "u2"
+  | "u4"
+  | "u8"
+  | "b1"
+  | "c8"
+  | "c16";
 
 const DESCRS: Record<string, Kind> = {
   "<f2": "f2",
@@ -55,12 +69,32 @@ const DESCRS: Record<string, Kind> = {
 };
 
 const ITEMSIZE: Record<Kind, number> = {
-  f2: 2, f4: 4, f8: 8, i1: 1, i2: 2, i4: 4, i8: 8, u1: 1, u2: 2, u4: 4, u8: 8, b1: 1, c8: 8, c16: 16,
+  f2: 2,
+  f4: 4,
+  f8: 8,
+  i1: 1,
+  i2: 2,
+  i4: 4,
+  i8: 8,
+  u1: 1,
+  u2: 2,
+  u4: 4,
+  u8: 8,
+  b1: 1,
+  c8: 8,
+  c16: 16,
 };
 
-/** Running totals over finite values, merged block by block. */
+/**
+ * Running totals over finite values, merged block by block. Everything is relative to `shift`,
+ * the first finite value seen: with a large common offset (values near 1e9, spread 1) the shifted
+ * values and means are small, so neither block sums nor the running mean lose the digits that
+ * carry the spread.
+ */
 class Acc {
   n = 0;
+  shift = 0;
+  /** Mean of the finite values so far, minus `shift`. */
   mean = 0;
   m2 = 0;
   min = Number.POSITIVE_INFINITY;
@@ -72,6 +106,16 @@ class Acc {
 
   /** Adds `v[0..len)`. */
   add(v: Float64Array, len: number): void {
+    if (this.n === 0) {
+      for (let i = 0; i < len; i++) {
+        const x = v[i] as number;
+        if (x - x === 0) {
+          this.shift = x;
+          break;
+        }
+      }
+    }
+    const shift = this.shift;
     let n = 0;
     let sum = 0;
     let min = this.min;
@@ -81,11 +125,11 @@ class Acc {
       const x = v[i] as number;
       if (x - x === 0) {
         n++;
-        sum += x;
+        sum += x - shift;
         if (x < min) min = x;
         if (x > max) max = x;
         if (x === 0) zeros++;
-      } else if (x !== x) this.nan++;
+      } else if (Number.isNaN(x)) this.nan++;
       else if (x > 0) this.posinf++;
       else this.neginf++;
     }
@@ -93,23 +137,29 @@ class Acc {
     this.max = max;
     this.zeros += zeros;
     if (n === 0) return;
-    const bmean = sum / n;
+    const bmean = sum / n; // relative to shift
     let m2 = 0;
     if (n === len) {
       for (let i = 0; i < len; i++) {
-        const d = (v[i] as number) - bmean;
+        const d = (v[i] as number) - shift - bmean;
         m2 += d * d;
       }
     } else {
       for (let i = 0; i < len; i++) {
         const x = v[i] as number;
         if (x - x === 0) {
-          const d = x - bmean;
+          const d = x - shift - bmean;
           m2 += d * d;
         }
       }
     }
-    // Chan, Golub & LeVeque: merge (n, bmean, m2) into the running totals.
+    if (this.n === 0) {
+      this.n = n;
+      this.mean = bmean;
+      this.m2 = m2;
+      return;
+    }
+    // Chan, Golub & LeVeque: merge the block (n, bmean, m2) into the running totals.
     const total = this.n + n;
     const delta = bmean - this.mean;
     this.mean += (delta * n) / total;
@@ -128,7 +178,8 @@ function float16Table(): Float64Array {
     const sign = h & 0x8000 ? -1 : 1;
     const exp = (h >> 10) & 0x1f;
     const frac = h & 0x3ff;
-    if (exp === 0) t[h] = sign * frac * 2 ** -24; // zero and subnormals
+    if (exp === 0)
+      t[h] = sign * frac * 2 ** -24; // zero and subnormals
     else if (exp === 0x1f) t[h] = frac === 0 ? sign * Number.POSITIVE_INFINITY : Number.NaN;
     else t[h] = sign * (1024 + frac) * 2 ** (exp - 25);
   }
@@ -221,8 +272,7 @@ export function arrayStats(descr: string, data: Buffer | Uint8Array): ArrayStats
       // Each int64 as two 32-bit halves: hi * 2^32 is exact and the one addition of lo rounds
       // once, so this equals Number(BigInt64Array[i]) (round to nearest), without a BigInt per element.
       const lo = view(data, (b, o, n) => new Uint32Array(b, o, n), 4);
-      const hi =
-        kind === "i8" ? new Int32Array(lo.buffer, lo.byteOffset, lo.length) : lo;
+      const hi = kind === "i8" ? new Int32Array(lo.buffer, lo.byteOffset, lo.length) : lo;
       for (let at = 0; at < count; at += BLOCK) {
         const len = Math.min(BLOCK, count - at);
         for (let i = 0, j = 2 * at; i < len; i++, j += 2) {
@@ -254,7 +304,7 @@ export function arrayStats(descr: string, data: Buffer | Uint8Array): ArrayStats
     count,
     min: any ? acc.min : null,
     max: any ? acc.max : null,
-    mean: any ? acc.mean : null,
+    mean: any ? acc.shift + acc.mean : null,
     std: any ? Math.sqrt(Math.max(acc.m2, 0) / acc.n) : null,
     nan: acc.nan,
     posinf: acc.posinf,
@@ -269,12 +319,19 @@ export function arrayStats(descr: string, data: Buffer | Uint8Array): ArrayStats
 /** |re + i·im| as numpy's abs gives it: Inf if either part is infinite (even with NaN), else NaN if either is. */
 function magnitude(re: number, im: number): number {
   const m = Math.sqrt(re * re + im * im);
-  // Squares overflow (or underflow) only for extreme parts; hypot is exact but slower.
-  if (m === Number.POSITIVE_INFINITY || (m < 1e-150 && m !== 0) || m !== m) return Math.hypot(re, im);
-  return m;
+  // The squares overflow or underflow only for extreme parts (and NaN/Inf need hypot's rule);
+  // hypot gets those right but is several times slower.
+  return m > 1e-150 && m < 1e150 ? m : Math.hypot(re, im);
 }
 
-type NumberView = Float32Array | Int8Array | Int16Array | Int32Array | Uint8Array | Uint16Array | Uint32Array;
+type NumberView =
+  | Float32Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array;
 
 function typedView(kind: Kind, data: Uint8Array): NumberView {
   switch (kind) {

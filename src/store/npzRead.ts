@@ -13,9 +13,10 @@
  * - the `.npy` header (v1, v2, v3) with a strict parser of the Python dict literal it holds;
  * - reordering Fortran-order data to C order, so {@link NpzReader.read} always hands out C order.
  */
-import { promises as fsp, constants as fsConstants } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
+
 import { constants as bufferConstants } from "node:buffer";
+import { constants as fsConstants, promises as fsp } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
@@ -279,7 +280,9 @@ export class NpzReader {
     const count = this.entries.length;
     throw new NpzReadError(
       `no array "${key}" in ${this.fileName}` +
-        (near.length > 0 ? `; close keys: ${near.join(", ")}` : ` (it holds ${count} ${count === 1 ? "array" : "arrays"})`),
+        (near.length > 0
+          ? `; close keys: ${near.join(", ")}`
+          : ` (it holds ${count} ${count === 1 ? "array" : "arrays"})`),
       "list the saved arrays with `torchlens ls`",
     );
   }
@@ -287,7 +290,9 @@ export class NpzReader {
   /** Checks the entry's local header and returns where its .npy bytes start. */
   private async locate(e: DirEntry): Promise<number> {
     if (e.flags & FLAG_ENCRYPTED) {
-      throw new NpzReadError(`entry "${e.name}" of ${this.fileName} is encrypted; torchlens can't read it`);
+      throw new NpzReadError(
+        `entry "${e.name}" of ${this.fileName} is encrypted; torchlens can't read it`,
+      );
     }
     if (e.method !== 0) {
       const how = METHOD_NAMES[e.method] ?? `method ${e.method}`;
@@ -352,10 +357,14 @@ function damagedError(fileName: string, what: string): NpzReadError {
 function openError(err: unknown, file: string): NpzReadError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "ENOENT") {
-    return new NpzReadError(`${file} does not exist`, "run `torchlens extract` first, or check the run directory");
+    return new NpzReadError(
+      `${file} does not exist`,
+      "run `torchlens extract` first, or check the run directory",
+    );
   }
   if (code === "EISDIR") return new NpzReadError(`${file} is a directory, not an .npz file`);
-  if (code === "EACCES" || code === "EPERM") return new NpzReadError(`${file} can't be read: permission denied`);
+  if (code === "EACCES" || code === "EPERM")
+    return new NpzReadError(`${file} can't be read: permission denied`);
   return new NpzReadError(`${file} can't be read: ${(err as Error).message}`);
 }
 
@@ -384,7 +393,10 @@ async function readDirectory(
   // The end record is the last signature whose comment length reaches exactly the end of the file.
   let eocd = -1;
   for (let i = tailLen - EOCD_SIZE; i >= 0; i--) {
-    if (tail.readUInt32LE(i) === SIG_EOCD && i + EOCD_SIZE + tail.readUInt16LE(i + 20) === tailLen) {
+    if (
+      tail.readUInt32LE(i) === SIG_EOCD &&
+      i + EOCD_SIZE + tail.readUInt16LE(i + 20) === tailLen
+    ) {
       eocd = i;
       break;
     }
@@ -402,9 +414,11 @@ async function readDirectory(
   const loc = eocd - EOCD64_LOCATOR_SIZE;
   if (loc >= 0 && tail.readUInt32LE(loc) === SIG_EOCD64_LOCATOR) {
     const at = u64(tail, loc + 8, damaged);
-    if (at + EOCD64_SIZE > tailStart + loc) throw damaged("the ZIP64 end record lies outside the file");
+    if (at + EOCD64_SIZE > tailStart + loc)
+      throw damaged("the ZIP64 end record lies outside the file");
     const z = await readAt(at, EOCD64_SIZE);
-    if (z.readUInt32LE(0) !== SIG_EOCD64) throw damaged("no ZIP64 end record where its locator points");
+    if (z.readUInt32LE(0) !== SIG_EOCD64)
+      throw damaged("no ZIP64 end record where its locator points");
     count = u64(z, 32, damaged);
     cdSize = u64(z, 40, damaged);
     cdOffset = u64(z, 48, damaged);
@@ -417,7 +431,8 @@ async function readDirectory(
       `the central directory (offset ${cdOffset}, ${cdSize} bytes) does not end where the end record starts (${cdEnd})`,
     );
   }
-  if (cdSize > bufferConstants.MAX_LENGTH) throw damaged(`the central directory claims ${cdSize} bytes`);
+  if (cdSize > bufferConstants.MAX_LENGTH)
+    throw damaged(`the central directory claims ${cdSize} bytes`);
 
   const cd = await readAt(cdOffset, cdSize);
   const list: DirEntry[] = [];
@@ -438,7 +453,8 @@ async function readDirectory(
     let disk = cd.readUInt16LE(p + 34);
     let localOffset = cd.readUInt32LE(p + 42);
     const end = p + CENTRAL_FIXED + nameLen + extraLen + commentLen;
-    if (end > cd.length) throw damaged(`the central directory is broken after ${list.length} entries`);
+    if (end > cd.length)
+      throw damaged(`the central directory is broken after ${list.length} entries`);
     const nameRaw = Buffer.from(cd.subarray(p + CENTRAL_FIXED, p + CENTRAL_FIXED + nameLen));
     const name = decodeName(nameRaw, flags);
 
@@ -475,18 +491,31 @@ async function readDirectory(
     const key = name.endsWith(".npy") ? name.slice(0, -4) : name;
     if (names.has(key)) throw damaged(`two entries are named "${key}"`);
     names.add(key);
-    list.push({ name, nameRaw, key, flags, method, crc32, compressedSize, size: entrySize, localOffset });
+    list.push({
+      name,
+      nameRaw,
+      key,
+      flags,
+      method,
+      crc32,
+      compressedSize,
+      size: entrySize,
+      localOffset,
+    });
     p = end;
   }
   if (list.length !== count) {
-    throw damaged(`the end record counts ${count} entries, the central directory holds ${list.length}`);
+    throw damaged(
+      `the end record counts ${count} entries, the central directory holds ${list.length}`,
+    );
   }
   return { list, cdOffset };
 }
 
 function u64(buf: Buffer, at: number, damaged: (what: string) => NpzReadError): number {
   const v = buf.readBigUInt64LE(at);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw damaged(`a ZIP64 size or offset is impossibly large (${v})`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER))
+    throw damaged(`a ZIP64 size or offset is impossibly large (${v})`);
   return Number(v);
 }
 
@@ -586,7 +615,11 @@ function editDistance(a: string, b: string, limit: number): number {
     let rowMin = i;
     for (let j = 1; j <= b.length; j++) {
       const cost = a.charCodeAt(i - 1) === b.charCodeAt(j - 1) ? 0 : 1;
-      const v = Math.min((prev[j] as number) + 1, (cur[j - 1] as number) + 1, (prev[j - 1] as number) + cost);
+      const v = Math.min(
+        (prev[j] as number) + 1,
+        (cur[j - 1] as number) + 1,
+        (prev[j - 1] as number) + cost,
+      );
       cur[j] = v;
       if (v < rowMin) rowMin = v;
     }
@@ -632,15 +665,20 @@ export function parseNpyHeader(text: string): NpyHeader {
   }
   const names = [...fields.keys()].sort().join(", ");
   if (names !== "descr, fortran_order, shape") {
-    throw new HeaderSyntaxError(`expected keys descr, fortran_order, shape; got ${names || "none"}`);
+    throw new HeaderSyntaxError(
+      `expected keys descr, fortran_order, shape; got ${names || "none"}`,
+    );
   }
   const descr = fields.get("descr");
   const fortranOrder = fields.get("fortran_order");
   const shape = fields.get("shape");
   if (typeof descr !== "string") {
-    throw new HeaderSyntaxError("descr is not a plain dtype string (structured dtypes are not supported)");
+    throw new HeaderSyntaxError(
+      "descr is not a plain dtype string (structured dtypes are not supported)",
+    );
   }
-  if (typeof fortranOrder !== "boolean") throw new HeaderSyntaxError("fortran_order is not True or False");
+  if (typeof fortranOrder !== "boolean")
+    throw new HeaderSyntaxError("fortran_order is not True or False");
   if (!(shape instanceof PyTuple)) throw new HeaderSyntaxError("shape is not a tuple");
   const dims = shape.items.map((d) => {
     if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) {
@@ -673,7 +711,11 @@ class LiteralParser {
       return this.string();
     }
     if (c !== undefined && /[-+0-9]/.test(c)) return this.int();
-    for (const [word, v] of [["True", true], ["False", false], ["None", null]] as const) {
+    for (const [word, v] of [
+      ["True", true],
+      ["False", false],
+      ["None", null],
+    ] as const) {
       if (this.s.startsWith(word, this.i) && !/\w/.test(this.s[this.i + word.length] ?? "")) {
         this.i += word.length;
         return v;
@@ -741,7 +783,15 @@ class LiteralParser {
         continue;
       }
       const e = this.s[this.i++];
-      const simple: Record<string, string> = { "\\": "\\", "'": "'", '"': '"', n: "\n", t: "\t", r: "\r", "0": "\0" };
+      const simple: Record<string, string> = {
+        "\\": "\\",
+        "'": "'",
+        '"': '"',
+        n: "\n",
+        t: "\t",
+        r: "\r",
+        "0": "\0",
+      };
       if (e !== undefined && e in simple) out += simple[e];
       else if (e === "x" || e === "u") {
         const n = e === "x" ? 2 : 4;

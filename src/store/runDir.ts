@@ -14,7 +14,10 @@ export const LOG = "log.json";
 export const ACTIVATIONS = "activations.npz";
 
 async function exists(p: string): Promise<boolean> {
-  return fs.stat(p).then(() => true, () => false);
+  return fs.stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** True when `dir` holds a torchlens manifest (so --force may replace it). */
@@ -38,7 +41,10 @@ export function fsError(err: unknown, what: string): TorchlensError {
     EROFS: ["the file system is read-only", "choose a writable directory with -o"],
     ENOENT: ["a directory on the way disappeared", "check that the output location still exists"],
   };
-  const [reason, hint] = reasons[e?.code ?? ""] ?? [e?.message ?? String(err), "check the output location"];
+  const [reason, hint] = reasons[e?.code ?? ""] ?? [
+    e?.message ?? String(err),
+    "check the output location",
+  ];
   return new TorchlensError(`${what} failed: ${reason}`, { hint, cause: err });
 }
 
@@ -57,10 +63,22 @@ export class RunDir {
     let replace = false;
     if (await exists(abs)) {
       const entries = await fs.readdir(abs).catch(() => null);
-      if (entries === null) throw usageError(`${target} exists and is not a directory`, "choose another output path with -o");
+      if (entries === null)
+        throw usageError(
+          `${target} exists and is not a directory`,
+          "choose another output path with -o",
+        );
       if (entries.length > 0) {
-        if (!force) throw usageError(`the run directory ${target} already exists`, "pass --force to replace it once the new run is complete, or choose another -o");
-        if (!(await isRun(abs))) throw usageError(`${target} is a non-empty directory that is not a torchlens run; --force only replaces runs`, "choose another output path with -o");
+        if (!force)
+          throw usageError(
+            `the run directory ${target} already exists`,
+            "pass --force to replace it once the new run is complete, or choose another -o",
+          );
+        if (!(await isRun(abs)))
+          throw usageError(
+            `${target} is a non-empty directory that is not a torchlens run; --force only replaces runs`,
+            "choose another output path with -o",
+          );
       }
       replace = true;
     }
@@ -70,7 +88,10 @@ export class RunDir {
     } catch (err) {
       throw fsError(err, `creating ${parent}`);
     }
-    const tmp = path.join(parent, `.${path.basename(abs)}.partial-${process.pid}-${randomBytes(3).toString("hex")}`);
+    const tmp = path.join(
+      parent,
+      `.${path.basename(abs)}.partial-${process.pid}-${randomBytes(3).toString("hex")}`,
+    );
     try {
       await fs.mkdir(tmp);
     } catch (err) {

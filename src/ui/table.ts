@@ -65,9 +65,11 @@ export function renderTable(columns: Column[], rows: Cell[][], opts: TableOption
     const values = all.map((r) => r[i]).filter((v) => v !== null && v !== undefined && v !== "");
     return values.length > 0 && values.every((v) => typeof v === "number") ? "right" : "left";
   });
-  const widths = columns.map((c, i) => Math.max(displayWidth(c.header), ...cells.map((r) => displayWidth(r[i] as string))));
+  const widths = columns.map((c, i) =>
+    Math.max(displayWidth(c.header), ...cells.map((r) => displayWidth(r[i] as string))),
+  );
 
-  if (opts.width) fit(widths, columns, align, gap, opts.width);
+  if (opts.width) fitToWidth(widths, columns, align, gap, opts.width);
 
   const line = (row: string[]) =>
     row
@@ -90,9 +92,17 @@ export function renderTable(columns: Column[], rows: Cell[][], opts: TableOption
 }
 
 /** Shrinks the widest shortenable column, one character at a time, until the table fits or none can shrink. */
-function fit(widths: number[], columns: Column[], align: ("left" | "right")[], gap: number, width: number): void {
+function fitToWidth(
+  widths: number[],
+  columns: Column[],
+  align: ("left" | "right")[],
+  gap: number,
+  width: number,
+): void {
   const total = () => widths.reduce((a, b) => a + b, 0) + gap * (widths.length - 1);
-  const floor = columns.map((c) => Math.max(MIN_WIDTH, Math.min(displayWidth(c.header), MIN_WIDTH * 2)));
+  const floor = columns.map((c) =>
+    Math.max(MIN_WIDTH, Math.min(displayWidth(c.header), MIN_WIDTH * 2)),
+  );
   let excess = total() - width;
   while (excess > 0) {
     let widest = -1;
@@ -124,4 +134,31 @@ export function formatStat(x: number | null): string {
   const a = Math.abs(x);
   if (a !== 0 && (a < 1e-4 || a >= 1e15)) return x.toExponential(5).replace(/\.?0+e/, "e");
   return String(Number(x.toPrecision(6)));
+}
+
+const guarded = new WeakSet<NodeJS.WritableStream>();
+
+/**
+ * Keeps a write error on `stream` (EPIPE when the reader of a pipe goes away, as with `| head`)
+ * from crashing the process through an unhandled 'error' event; writers still see the error in
+ * their callbacks or pipelines.
+ */
+export function guardStdout(stream: NodeJS.WritableStream = process.stdout): void {
+  if (guarded.has(stream)) return;
+  stream.on("error", () => {});
+  guarded.add(stream);
+}
+
+/** Writes a command's output to stdout; a reader that went away early is not an error. */
+export function writeStdout(
+  text: string,
+  stream: NodeJS.WritableStream = process.stdout,
+): Promise<void> {
+  guardStdout(stream);
+  return new Promise((resolve, reject) => {
+    stream.write(text, (err) => {
+      if (!err || (err as NodeJS.ErrnoException).code === "EPIPE") resolve();
+      else reject(err);
+    });
+  });
 }

@@ -14,7 +14,10 @@ export function fixture(name: string): string {
   return path.join(ROOT, "fixtures", name);
 }
 
-export async function torchlens(args: string[], opts: { env?: Record<string, string>; input?: Buffer | string; cwd?: string } = {}) {
+export async function torchlens(
+  args: string[],
+  opts: { env?: Record<string, string>; input?: Buffer | string; cwd?: string } = {},
+) {
   return execa("node", [BIN, ...args], {
     reject: false,
     env: { TORCHLENS_PYTHON: PYTHON, ...opts.env },

@@ -1,0 +1,59 @@
+"""The `validate` request: replay the forward pass against a saved run (replay.py), then compare a
+plain forward pass's outputs with the saved outputs."""
+
+import copy
+import time
+from typing import Any, Dict, List
+
+import torch
+
+from .capture import run_captured, tensor_bytes
+from .extract import Loaded, guarded
+from .load import seed_everything
+from .replay import RunArrays, ValidationSession, compare, outputs_in_order
+from .wire import Wire
+
+
+def validate(wire: Wire, request: Dict[str, Any]) -> int:
+    wall0 = time.perf_counter()
+
+    def body(loaded: Loaded, wrappers) -> None:
+        loaded.phase = "replay"
+        arrays = RunArrays(request["npz"])
+        expected: List[Dict[str, Any]] = request["expected"]
+        outputs_expected: List[Dict[str, Any]] = request["outputs"]  # [{id, array, dtype}] in output order
+        pristine = copy.deepcopy(loaded.model.state_dict())  # the plain pass must start where extract did
+        session = ValidationSession(wire, loaded.model, expected, arrays,
+                                    check_dependence=bool(request.get("check_dependence", True)))
+        seed_everything(loaded.seed)
+        out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs)
+        session.add_outputs(out)
+        wire.flush()
+
+        # ground truth: a plain forward pass, no wrappers installed, same seed and inputs
+        loaded.model.load_state_dict(pristine)
+        wrappers.restore()
+        seed_everything(loaded.seed)
+        with torch.no_grad():
+            plain = outputs_in_order(loaded.model(*loaded.args, **loaded.kwargs))
+        ground: List[Dict[str, Any]] = []
+        for i, want in enumerate(outputs_expected):
+            entry: Dict[str, Any] = {"id": want["id"], "ok": False, "reason": None, "max_abs_err": None}
+            if i >= len(plain):
+                entry["reason"] = f"the plain forward pass returned {len(plain)} tensors, the run has {len(outputs_expected)}"
+            elif not want.get("array"):
+                entry.update(ok=True, reason="not saved (--layers)")
+            else:
+                got, _ = tensor_bytes(plain[i])
+                result = compare(got, arrays.get(want["array"]), want["dtype"])
+                entry.update(ok=result["ok"], reason=result.get("reason"), max_abs_err=result.get("max_abs_err"))
+            ground.append(entry)
+        if len(plain) > len(outputs_expected):
+            ground.append({"id": None, "ok": False, "max_abs_err": None,
+                           "reason": f"the plain forward pass returned {len(plain)} tensors, the run has {len(outputs_expected)}"})
+        arrays.close()
+        wire.send({"type": "done", "num_ops": session.num_ops, "num_passes": session.next_id - 1,
+                   "counts": session.counts, "ground_truth": ground, "forward_ms": forward_s * 1000.0,
+                   "wall_ms": (time.perf_counter() - wall0) * 1000.0}, flush=True)
+
+    return guarded(wire, request, body)

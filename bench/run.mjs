@@ -97,6 +97,35 @@ function parseOptions(argv) {
   return { runs, runsGiven: values.runs !== undefined, only, big: values.big, argv };
 }
 
+/** Before each run, wait (up to this much in all) while other processes keep the CPUs busy. */
+const QUIET_BUDGET_MS = 120_000;
+const QUIET_CORES = 0.3;
+
+/** Cores busy on the whole machine over the next `ms` (nothing of ours runs meanwhile). */
+async function busyCores(ms) {
+  const read = () => {
+    const f = fs
+      .readFileSync("/proc/stat", "latin1")
+      .split("\n", 1)[0]
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    return f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0);
+  };
+  const a = read();
+  const t = performance.now();
+  await new Promise((res) => setTimeout(res, ms));
+  return ((read() - a) * 10) / (performance.now() - t); // USER_HZ = 100: a tick is 10 ms
+}
+
+async function waitQuiet(budgetMs) {
+  const t0 = performance.now();
+  let cores = await busyCores(500);
+  while (cores > QUIET_CORES && performance.now() - t0 < budgetMs) cores = await busyCores(1000);
+  return { cores, waitedMs: Math.max(0, performance.now() - t0 - 500) };
+}
+
 function log(msg) {
   process.stderr.write(`[bench] ${msg}\n`);
 }
@@ -181,21 +210,7 @@ async function main() {
   );
 
   const global = { boot: [], importWall: [], importInner: [] };
-  for (let i = 0; i < opts.runs; i++) {
-    global.boot.push((await nodeBoot()).wallMs);
-    const imp = await python(harness, ["import"]);
-    global.importWall.push(imp.wallMs);
-    global.importInner.push(imp.import_ms);
-  }
-  const G = {
-    boot: summarize(global.boot),
-    importWall: summarize(global.importWall),
-    importInner: summarize(global.importInner),
-  };
-  log(
-    `node start-up ${fmt(G.boot.median)} ms, python -c 'import torch' ${fmt(G.importWall.median)} ms`,
-  );
-
+  let quietBudgetMs = QUIET_BUDGET_MS;
   for (const m of todo) {
     // The 8 GB case takes minutes per run; one run unless --runs was given.
     const runs = m.big && !opts.runsGiven ? 1 : opts.runs;
@@ -205,6 +220,13 @@ async function main() {
     data[m.name] = entry;
     for (let i = 0; i < runs; i++) {
       const r = { errors: [] };
+      const q = await waitQuiet(quietBudgetMs);
+      quietBudgetMs -= q.waitedMs;
+      r.othersBeforeCores = q.cores;
+      if (q.waitedMs > 0)
+        log(
+          `waited ${fmt(q.waitedMs / 1000)} s for other work to calm down (others: ${fmt(q.cores, 2)} cores)`,
+        );
       const step = async (key, what, fn) => {
         log(`${m.name} run ${i + 1}/${runs}: ${what}`);
         try {
@@ -214,6 +236,14 @@ async function main() {
           r.errors.push(`${what}: ${err.message ?? err}`);
         }
       };
+      // start-up references, beside each run so that they share its conditions
+      await step("boot", "torchlens --version", () => nodeBoot());
+      await step("importTorch", "python -c 'import torch'", () => python(harness, ["import"]));
+      if (r.boot) global.boot.push(r.boot.wallMs);
+      if (r.importTorch) {
+        global.importWall.push(r.importTorch.wallMs);
+        global.importInner.push(r.importTorch.import_ms);
+      }
       await step("extract", "torchlens extract", () =>
         extract(m, path.join(tmp, `run-${m.name}`), { wantSizes: !entry.sizes }),
       );
@@ -244,10 +274,14 @@ async function main() {
     }
   }
 
+  const G = {
+    boot: summarize(global.boot),
+    importWall: summarize(global.importWall),
+    importInner: summarize(global.importInner),
+  };
   const summaries = {};
   for (const m of todo)
-    if (data[m.name].runs.some((r) => r.extract))
-      summaries[m.name] = summarizeModel(data[m.name], G.boot.median);
+    if (data[m.name].runs.some((r) => r.extract)) summaries[m.name] = summarizeModel(data[m.name]);
   const shown = MODELS.filter((m) => models.includes(m) || m.big === undefined);
   const elapsedMs = performance.now() - started;
   machine.loadEnd = os.loadavg();

@@ -228,7 +228,7 @@ describe("the schemas reject what is not a log or manifest of this version", () 
     [
       "an unknown top-level field",
       (l) => {
-        l.edges = [];
+        l.extra_field = [];
       },
     ],
     [

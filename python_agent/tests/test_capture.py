@@ -99,8 +99,6 @@ def test_parameter_used_directly_in_forward_is_a_param_not_a_parent(device):
     assert mm["params"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="an op that returns its own argument (a no-op .float()) re-tags the "
-                   "Parameter object itself, so later ops list the weight as a parent pass, not in params")
 def test_parameter_keeps_its_identity_after_a_no_op_conversion(device):
     class Model(nn.Module):
         def __init__(self):

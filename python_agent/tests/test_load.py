@@ -106,8 +106,6 @@ def test_a_file_that_is_neither_npy_nor_torch_is_a_user_error(tmp_path, content)
     assert err.value.hint
 
 
-@pytest.mark.xfail(strict=True, reason="any failure of torch.load's safe unpickler is reported as 'objects the "
-                   "safe loader refuses' with an --allow-pickle hint, even for a text file that is no pickle at all")
 @pytest.mark.parametrize("name,content", [("input.csv", b"x,y\n1,2\n"), ("input.json", b'{"x": [1, 2]}')])
 def test_a_text_file_given_as_input_is_not_blamed_on_the_safe_loader(tmp_path, name, content):
     path = tmp_path / name
@@ -261,8 +259,6 @@ def test_a_class_that_needs_arguments_is_a_user_error(user_file):
     assert err.value.phase == "load" and err.value.hint
 
 
-@pytest.mark.xfail(strict=True, reason="a factory that needs arguments raises a bare TypeError from find_model, "
-                   "not a UserError with a hint as a class that needs arguments does")
 def test_a_factory_that_needs_arguments_is_a_user_error(user_file):
     module = user_file(MODELS)
     with pytest.raises(UserError) as err:

@@ -353,8 +353,6 @@ def test_cuda_request_without_cuda_is_a_clear_input_error(failures):
     assert not failures["no_cuda"].of_type("op"), "ops were recorded before the device was refused"
 
 
-@pytest.mark.xfail(strict=True, reason="extract.guarded() reports 'load' for any non-UserError raised while "
-                   "Loaded() builds the inputs: the 'input' phase set inside the unfinished constructor is lost")
 def test_example_input_that_raises_is_an_input_error(failures):
     err = the_error(failures["bad_example"])
     assert err["exc_type"] == "RuntimeError"

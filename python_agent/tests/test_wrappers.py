@@ -228,8 +228,6 @@ def _scripted_without_agent(x):
     return F.relu(x) * torch.tanh(x)
 
 
-@pytest.mark.xfail(strict=True, reason="wrappers are installed before the model file is imported, and "
-                   "TorchScript cannot compile functions that call the wrapped torch.tanh / F.relu")
 def test_model_file_using_torch_jit_script_at_import_loads_and_runs(run_extract):
     try:
         torch.jit.script(_scripted_without_agent)  # pyright: ignore[reportPrivateImportUsage]

@@ -315,13 +315,13 @@ class CaptureSession:
             self.paused -= 1
 
     def _parent_id(self, t: Tensor, params: List[str]) -> Optional[int]:
+        key = id(t)
+        if key in self.param_address:  # a parameter is always itself, never an activation
+            params.append(self.param_address[key])
+            return None
         pid = self.tag_of(t)
         if pid is not None:
             return pid
-        key = id(t)
-        if key in self.param_address:
-            params.append(self.param_address[key])
-            return None
         if key in self.buffer_address:
             return self._source(t, "buffer", "buffer", address=self.buffer_address[key])
         if isinstance(t, nn.Parameter):
@@ -353,6 +353,8 @@ class CaptureSession:
         try:
             fresh = []
             for path, t in outputs:
+                if id(t) in self.param_address:
+                    continue  # `w.float()` on a float parameter returns the parameter itself
                 tag = self.tag_of(t)
                 if tag is None or tag < first_new_id:
                     fresh.append((path, t))
@@ -511,12 +513,13 @@ class Wrappers:
         self._saved: List[Tuple[Any, str, Any]] = []  # (owner, name, original attribute or _MISSING)
         self.installed = False
         self.count = 0
+        self._by_id: Dict[int, Callable] = {}  # original function id -> its wrapper
 
     def install(self) -> None:
         if self.installed:
             return
         switch = self.switch
-        by_id: Dict[int, Callable] = {}  # one wrapper per function object, whatever namespace holds it
+        by_id = self._by_id  # one wrapper per function object, whatever namespace holds it
         for qualprefix, ns in NAMESPACES:
             if ns is None:
                 continue
@@ -551,6 +554,16 @@ class Wrappers:
         self._replace(nn.Module, "__call__", _make_module_call(vars(nn.Module)["__call__"], switch))
         self.installed = True
 
+    def rebind(self, modules: List[Any]) -> None:
+        """Point module-level names bound to wrapped originals (`from torch import relu`) at their
+        wrappers; restore() puts them back."""
+        for mod in modules:
+            namespace = vars(mod)
+            for name, value in list(namespace.items()):
+                wrapper = self._by_id.get(id(value)) if callable(value) else None
+                if wrapper is not None and wrapper is not value:
+                    self._replace(mod, name, wrapper)
+
     def _wrapper_for(self, orig: Callable, name: str, qualname: str, by_id: Dict[int, Callable]) -> Callable:
         wrapper = by_id.get(id(orig))
         if wrapper is None:
@@ -575,6 +588,7 @@ class Wrappers:
             else:
                 setattr(owner, name, original)
         self._saved.clear()
+        self._by_id.clear()
         self.installed = False
 
 

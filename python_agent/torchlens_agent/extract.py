@@ -1,5 +1,7 @@
 """The `extract` request: load the model and inputs, run one captured forward pass, stream it."""
 
+import os
+import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -19,7 +21,9 @@ def _model_frame(model, device, seed: int) -> Dict[str, Any]:
                    for n, b in mod.named_buffers(recurse=False) if b is not None]
         modules.append({"address": address, "class": type(mod).__name__, "params": params,
                         "buffers": buffers, "training": mod.training})
-    return {"type": "model", "class": type(model).__name__, "modules": modules, "device": str(device), "seed": seed}
+    num_params = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
+    return {"type": "model", "class": type(model).__name__, "modules": modules, "device": str(device), "seed": seed,
+            "num_params": num_params}
 
 
 def _inputs(request: Dict[str, Any], module, seed: int):
@@ -35,15 +39,21 @@ def _inputs(request: Dict[str, Any], module, seed: int):
 
 
 class Loaded:
-    """What every request that runs the model needs: the model, its inputs, the wrappers."""
+    """What every request that runs the model needs: the model, its inputs, the wrappers.
 
-    def __init__(self, wire: Wire, request: Dict[str, Any], wrappers: Wrappers):
+    `stage` is shared with `guarded`, so an error names the phase it happened in."""
+
+    def __init__(self, wire: Wire, request: Dict[str, Any], wrappers: Wrappers, stage: Dict[str, str]):
         self.seed = int(request.get("seed", 0))
         seed_everything(self.seed)
-        wrappers.install()  # before the user's imports, so `from torch import relu` gets a wrapper
+        before = set(sys.modules)
         self.module = import_model_file(request["model_file"])
         self.model = find_model(self.module, request.get("model_name"))
-        self.phase = "input"
+        # Wrap only now, so TorchScript compiled at import or build time meets torch as it is; then
+        # point the user's own `from torch import relu` names at the wrappers too.
+        wrappers.install()
+        wrappers.rebind(_user_modules(self.module, set(sys.modules) - before))
+        stage["phase"] = "input"
         self.device = resolve_device(request.get("device") or "cpu")
         args, kwargs = _inputs(request, self.module, self.seed)
         self.model = self.model.to(self.device)
@@ -51,22 +61,33 @@ class Loaded:
         wire.send(_model_frame(self.model, self.device, self.seed), flush=True)
 
 
-def guarded(wire: Wire, request: Dict[str, Any], body: Callable[[Loaded, Wrappers], None]) -> int:
+def _user_modules(main, new_names) -> list:
+    """The model file's module and the modules it imported from its own folder."""
+    folder = os.path.dirname(os.path.abspath(main.__file__))
+    found = [main]
+    for name in new_names:
+        mod = sys.modules.get(name)
+        path = getattr(mod, "__file__", None)
+        if mod is not None and mod is not main and path and os.path.abspath(path).startswith(folder + os.sep):
+            if "site-packages" not in path and "dist-packages" not in path:
+                found.append(mod)
+    return found
+
+
+def guarded(wire: Wire, request: Dict[str, Any], body: Callable[[Loaded, Wrappers, Dict[str, str]], None]) -> int:
     """Load the model and inputs, run `body`, and turn any exception into an error frame."""
     wrappers = Wrappers()
-    loaded: Optional[Loaded] = None
+    stage = {"phase": "load"}
     try:
-        loaded = Loaded(wire, request, wrappers)
-        body(loaded, wrappers)
+        loaded = Loaded(wire, request, wrappers, stage)
+        body(loaded, wrappers, stage)
         return 0
     except WireClosed:
         return 1
     except BaseException as exc:  # noqa: BLE001 - everything the user's code raises becomes an error frame
         if isinstance(exc, KeyboardInterrupt):
             raise
-        phase = "load" if loaded is None else getattr(loaded, "phase", "capture")
-        if loaded is None and isinstance(exc, UserError):
-            phase = exc.phase
+        phase = exc.phase if isinstance(exc, UserError) else stage["phase"]
         try:
             wire.flush()
             wire.send(error_frame(phase, exc), flush=True)
@@ -80,8 +101,8 @@ def guarded(wire: Wire, request: Dict[str, Any], body: Callable[[Loaded, Wrapper
 def extract(wire: Wire, request: Dict[str, Any]) -> int:
     wall0 = time.perf_counter()
 
-    def body(loaded: Loaded, wrappers: Wrappers) -> None:
-        loaded.phase = "capture"
+    def body(loaded: Loaded, wrappers: Wrappers, stage: Dict[str, str]) -> None:
+        stage["phase"] = "capture"
         session = CaptureSession(wire, loaded.model, save=request.get("save", "all"),
                                  max_repr=int(request.get("max_args_repr", 64)))
         seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run

@@ -69,7 +69,13 @@ def _instantiate(value: Any, name: str, module) -> nn.Module:
             raise UserError("load", f"cannot build {name}() without arguments: {exc}",
                             "add a build_model() function to the file that returns the model") from exc
     if callable(value):
-        made = value()
+        try:
+            made = value()
+        except TypeError as exc:
+            if "argument" not in str(exc):
+                raise
+            raise UserError("load", f"cannot call {name}() without arguments: {exc}",
+                            "make the factory take no arguments, or add a build_model() that calls it") from exc
         if isinstance(made, nn.Module):
             return made
         raise UserError("load", f"{name}() returned {type(made).__name__}, not an nn.Module",
@@ -119,6 +125,9 @@ def load_input_file(path: str, allow_pickle: bool = False) -> Any:
         except ValueError as exc:
             raise UserError("input", f"{path} is a .npy file numpy cannot read safely: {exc}",
                             "save a plain numeric array with numpy.save") from exc
+    if not (data.startswith(b"PK\x03\x04") or data[:1] == b"\x80"):
+        raise UserError("input", f"{path} is neither a .npy file nor a torch.save file (it starts with {data[:8]!r})",
+                        "save the input with torch.save(tensor, path) or numpy.save(path, array)")
     try:
         return _torch_load(data, allow_pickle)
     except UserError:

@@ -17,8 +17,8 @@ from .wire import Wire
 def validate(wire: Wire, request: Dict[str, Any]) -> int:
     wall0 = time.perf_counter()
 
-    def body(loaded: Loaded, wrappers) -> None:
-        loaded.phase = "replay"
+    def body(loaded: Loaded, wrappers, stage: Dict[str, str]) -> None:
+        stage["phase"] = "replay"
         arrays = RunArrays(request["npz"])
         expected: List[Dict[str, Any]] = request["expected"]
         outputs_expected: List[Dict[str, Any]] = request["outputs"]  # [{id, array, dtype}] in output order

@@ -1,7 +1,7 @@
 /**
  * The data model of a run, defined once. Raw records come from the agent (docs/wire.md); the
  * pipeline in build.ts turns them into passes, layers and modules — the layer log that log.json
- * holds (docs/log-json.md). Vocabulary: an *op* is one recorded call, a *pass* one op output in the
+ * holds (docs/run-directory.md). Vocabulary: an *op* is one recorded call, a *pass* one op output in the
  * log, a *layer* groups the passes of the same op run several times, a *module* is an nn.Module
  * (its *calls* numbered from 1), a *run* is an output directory.
  */
@@ -66,6 +66,8 @@ export interface ModelRecord {
   modules: ModuleRecord[];
   device: string;
   seed: number;
+  /** Parameters of the model, tied or shared ones counted once. */
+  num_params: number;
 }
 
 export type OutputStructure =
@@ -178,6 +180,8 @@ export interface RunLog {
   num_ops_dispatched: number;
   inputs: string[];
   outputs: string[];
+  /** Every edge once: [parent label, child label, argument position in the child]. */
+  edges: [string, string, string][];
   output_structure: unknown;
   passes: Pass[];
   layers: Layer[];

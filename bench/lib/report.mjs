@@ -159,7 +159,7 @@ export function targets(m, S, importMs) {
   const first = med("firstOpFromStartMs");
   out.push({
     target: "start-up to the first op ≤ import torch + 0.3 s",
-    figure: `${fmt(first / 1000)} s from CLI start (Node start-up ${fmt(med("boot") / 1000)} s + ${fmt(med("xFirstOp") / 1000)} s in `extract()`) against `python3 -c \'import torch\'` ${fmt(importMs / 1000)} s + 0.3 s; the plain process builds the model and input in ${fmt(med("pgBuild") / 1000)} s`,
+    figure: `${fmt(first / 1000)} s from CLI start (Node start-up ${fmt(med("boot") / 1000)} s + ${fmt(med("xFirstOp") / 1000)} s in \`extract()\`) against \`python3 -c 'import torch'\` ${fmt(importMs / 1000)} s + 0.3 s; the plain process builds the model and input in ${fmt(med("pgBuild") / 1000)} s`,
     verdict: v(first === null || importMs === null ? null : first <= importMs + 300),
   });
   return out;
@@ -307,14 +307,16 @@ export function markdown({
     "- **numpy write**: `np.save` of arrays with exactly the sizes the extraction saved, one after another into one file (the buffer is allocated and touched before the clock starts). On this machine the files land in the page cache: this is the memory-to-page-cache rate, which is also what the npz writer competes with.",
   );
   p(
-    "- **derived**: overhead per op = (extract `forward_ms` − plain autograd-on forward) / passes; for models with large activations also with the numpy-write time of the same bytes taken off (an estimate of the overhead without the transfer). Throughput = bytes / extract `forward_ms` (the bytes stream during the forward pass) and bytes / extract wall. Start-up = Node start-up (median wall of `torchlens --version`, which loads every CLI module) + `first_op_ms`.",
+    "- **derived**: overhead per op = (extract `forward_ms` − plain autograd-on forward) / passes; for models with large activations also with the numpy-write time of the same bytes taken off (an estimate of the overhead without the transfer). Throughput = bytes / extract `forward_ms` (the bytes stream during the forward pass) and bytes / extract wall. Start-up = Node start-up (wall of `torchlens --version`, which loads every CLI module, run just before each extract) + `first_op_ms`.",
   );
   p();
   p("## Start-up references");
   p();
   p(`| measure | median (min–max) |`);
   p(`|---|---|`);
-  p(`| \`python3 -c 'import torch'\` process wall (all runs of all models), s | ${cell(global.importWall, 1e-3)} |`);
+  p(
+    `| \`python3 -c 'import torch'\` process wall (all runs of all models), s | ${cell(global.importWall, 1e-3)} |`,
+  );
   p(`| import torch inside it, s | ${cell(global.importInner, 1e-3)} |`);
   p(
     `| \`torchlens --version\` process wall (Node start-up + CLI modules; all runs), s | ${cell(global.boot, 1e-3)} |`,

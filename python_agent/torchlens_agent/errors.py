@@ -40,6 +40,9 @@ def error_frame(phase: str, exc: BaseException) -> Dict[str, Any]:
         hint = hint or "fix the syntax error in the model file"
     else:
         message = str(exc)
+    if phase == "capture" and isinstance(exc, TypeError) and "forward()" in message:
+        hint = hint or ("the input does not match the model's forward() signature: a .pt holding a tensor is one "
+                        "argument, a tuple or list is several, and {'args': [...], 'kwargs': {...}} is explicit")
     return {"type": "error", "phase": getattr(exc, "phase", phase) if isinstance(exc, UserError) else phase,
             "exc_type": type(exc).__name__, "message": message, "traceback": frames, "hint": hint}
 

@@ -103,7 +103,11 @@ def find_model(module, name: Optional[str]) -> nn.Module:
 def _torch_load(data: bytes, allow_pickle: bool) -> Any:
     buf = io.BytesIO(data)
     params = inspect.signature(torch.load).parameters
-    if "weights_only" in params and not allow_pickle:
+    if "weights_only" not in params and not allow_pickle:
+        raise UserError("input", f"this torch ({torch.__version__}) has no safe loader (torch.load(weights_only=True) "
+                        "came in torch 1.13), and loading a .pt file without it runs arbitrary code",
+                        "pass --allow-pickle if you trust the file, save the input as .npy, or use a newer torch")
+    if not allow_pickle:
         try:
             return torch.load(buf, map_location="cpu", weights_only=True)
         except Exception as exc:  # the safe loader refuses arbitrary objects

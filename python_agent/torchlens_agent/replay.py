@@ -76,6 +76,8 @@ EXEMPT: Dict[str, Tuple[str, Callable[[str, str], bool]]] = {
     "may-ignore": ("the op may ignore this argument for some values (selection, clamping, "
                    "thresholds, comparisons, indices): a perturbation with no effect is not an error",
                    lambda f, pos: f in _MAY_IGNORE),
+    "empty": ("the output has no elements, or the parent has none: there is no value to change",
+              lambda f, pos: False),  # applied where the check finds an empty tensor, not by name
 }
 _UNCONDITIONAL = ("shape-only", "overwritten")
 
@@ -201,8 +203,10 @@ def _perturbed(t: Tensor, gen: torch.Generator) -> Optional[Tensor]:
         return ~t
     if t.is_floating_point() or t.is_complex():
         noise = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)
-        scale = float(t.detach().abs().float().max()) + 1.0 if t.numel() else 1.0
-        return (t.detach().to(torch.float64) + noise * scale).to(t.dtype)
+        scale = float(t.detach().abs().float().max()) + 1.0
+        wide = torch.complex128 if t.is_complex() else torch.float64
+        noise = noise * (1 + 1j) if t.is_complex() else noise
+        return (t.detach().to(wide) + noise * scale).to(t.dtype)
     flat = t.detach().reshape(-1)
     perm = torch.randperm(flat.numel(), generator=gen).to(t.device)
     shuffled = flat[perm].reshape(t.shape)
@@ -352,6 +356,9 @@ class ValidationSession(CaptureSession):
 
     def _check_dependence(self, record, parents, replay, reference: np.ndarray, dtype: str, verdict) -> None:
         checks = verdict["dependence"]
+        if reference.size == 0:  # nothing to change: an empty output depends on nothing's values
+            checks.extend({"parent": pid, "position": pos, "status": "exempt", "rule": "empty"} for pid, pos in record["parents"])
+            return
         seen = set()
         for pid, pos in record["parents"]:
             if pid in seen:

@@ -223,7 +223,7 @@ async function main() {
       const q = await waitQuiet(quietBudgetMs);
       quietBudgetMs -= q.waitedMs;
       r.othersBeforeCores = q.cores;
-      if (q.waitedMs > 0)
+      if (q.waitedMs > 100)
         log(
           `waited ${fmt(q.waitedMs / 1000)} s for other work to calm down (others: ${fmt(q.cores, 2)} cores)`,
         );
@@ -305,9 +305,9 @@ async function main() {
       `Full tables and the targets: bench/RESULTS.md (${fmt(elapsedMs / 60000)} min).`,
   );
   const busy = Object.values(summaries).map((S) => S.busy.median ?? 0);
-  if (Math.max(0, ...busy) > 0.25) {
+  if (Math.max(0, ...busy) > 0.5) {
     console.log(
-      `warning: other processes used up to ${fmt(Math.max(...busy), 2)} of ${machine.cores} cores during the measurements ("others' cores"); the times are inflated — rerun on a quiet machine`,
+      `warning: other processes used up to ${fmt(Math.max(...busy), 2)} of ${machine.cores} cores during the measurements ("others' cores"); the times are inflated — rerun on a quiet machine (kernel writeback of the bench's own files counts too)`,
     );
   }
   for (const n of notes) console.log(`note: ${n}`);

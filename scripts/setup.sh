@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Makes a checkout ready to run and test: npm packages, a Python with torch, numpy, msgpack and
 # pytest (from Debian's packages when none is found and apt-get may be used), and the build.
+# With --test also what only the tests need: torchvision and torchaudio for the real-model tests,
+# and Chromium for the test that renders a graph in a browser (each from Debian's packages when
+# missing and apt-get may be used; otherwise those tests say they were skipped).
 # Idempotent; prints only what it does, then one line naming the Python.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+for_tests=0
+[[ "${1:-}" == "--test" ]] && for_tests=1
 # shellcheck source=scripts/find-python.sh
 source scripts/find-python.sh
 
@@ -69,7 +74,24 @@ if ! "$PY" -c 'import pytest' 2>/dev/null; then
   fi
 fi
 
-# 4. The TypeScript build.
+# 4. What only the tests need.
+if [[ $for_tests -eq 1 ]]; then
+  missing=()
+  if is_debian_python "$PY"; then
+    "$PY" -c 'import torchvision' 2>/dev/null || missing+=(python3-torchvision)
+    "$PY" -c 'import torchaudio' 2>/dev/null || missing+=(python3-torchaudio)
+  fi
+  command -v chromium >/dev/null || missing+=(chromium)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    if can_apt; then
+      apt_install "${missing[@]}"
+    else
+      echo "setup: note: ${missing[*]} missing; the tests that need them will be skipped" >&2
+    fi
+  fi
+fi
+
+# 5. The TypeScript build.
 npm run build --silent
 
 echo "setup: python $PY (torch $PY_TORCH)"

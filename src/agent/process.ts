@@ -252,7 +252,9 @@ export function agentErrorToError(err: AgentError, stderr: string): TorchlensErr
   const frames = err.traceback.map(
     (f) => `  ${f.file}:${f.line} in ${f.func}${f.text ? `: ${f.text}` : ""}`,
   );
-  return new TorchlensError(`${where[err.phase] ?? err.phase}: ${err.exc_type}: ${err.message}`, {
+  // a UserError is the agent's own wording of a problem with the input; the rest are the user's exceptions
+  const what = err.exc_type === "UserError" ? err.message : `${err.exc_type}: ${err.message}`;
+  return new TorchlensError(`${where[err.phase] ?? err.phase}: ${what}`, {
     hint:
       err.hint ??
       (err.phase === "capture"

@@ -20,7 +20,7 @@ import re
 import math
 import time
 import types
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 
 from .walk import iter_tensors
 
-Tensor = torch.Tensor
+from torch import Tensor  # noqa: E402  (a class, usable in annotations)
 _TAG = "_tl_tag"
 _session_ids = itertools.count(1)
 
@@ -286,7 +286,7 @@ class CaptureSession:
                 record["note"] = note
             self.wire.send(record)
             if arr.nbytes:
-                self.wire.send_data(record["id"], memoryview(arr.reshape(-1).view(np.uint8)))
+                self.wire.send_data(record["id"], memoryview(arr.reshape(-1).view(np.uint8).data))
         else:
             record["stored_dtype"] = None
             record["nbytes"] = 0
@@ -495,11 +495,10 @@ def _make_pausing(orig: Callable, switch: _Switch) -> Callable:
 
 def _make_property(orig: Any, func: str, switch: _Switch) -> property:
     getter = _make_wrapper(lambda self: orig.__get__(self, Tensor), func, f"Tensor.{func}", switch)
-    setter = None
-    if hasattr(orig, "__set__"):
-        def setter(self, value, _orig=orig):  # noqa: ANN001
-            _orig.__set__(self, value)
-    return property(getter, setter)
+    def setter(self, value, _orig=orig):  # noqa: ANN001
+        _orig.__set__(self, value)
+
+    return property(getter, setter if hasattr(orig, "__set__") else None)
 
 
 _MISSING = object()
@@ -570,7 +569,7 @@ class Wrappers:
             wrapper = by_id[id(orig)] = _make_wrapper(orig, name, qualname, self.switch)
         return wrapper
 
-    def _replace(self, owner: Any, name: str, new: Any, own_dict: Optional[Dict[str, Any]] = None) -> None:
+    def _replace(self, owner: Any, name: str, new: Any, own_dict: Optional[Mapping[str, Any]] = None) -> None:
         original = (own_dict if own_dict is not None else vars(owner)).get(name, _MISSING)
         self._saved.append((owner, name, original))
         setattr(owner, name, new)

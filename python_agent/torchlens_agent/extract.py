@@ -27,7 +27,7 @@ def _model_frame(model, device, seed: int) -> Dict[str, Any]:
 
 
 def _inputs(request: Dict[str, Any], module, seed: int):
-    spec = request.get("input") or {"kind": "example"}
+    spec: Dict[str, Any] = request.get("input") or {"kind": "example"}
     kind = spec.get("kind")
     if kind == "file":
         return split_args(load_input_file(spec["path"], bool(request.get("allow_pickle"))))

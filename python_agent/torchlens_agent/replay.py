@@ -24,7 +24,7 @@ from .capture import CaptureSession, dtype_name, tensor_bytes
 from .errors import UserError
 from .walk import get_at, iter_tensors, map_tensors_at
 
-Tensor = torch.Tensor
+from torch import Tensor  # noqa: E402  (a class, usable in annotations)
 
 # -- tolerances -------------------------------------------------------------------------------------
 
@@ -415,7 +415,7 @@ def _substitute(args: tuple, kwargs: Dict[str, Any], replacements: Dict[str, Ten
 
 
 def _rng_state() -> Any:
-    state = [torch.get_rng_state()]
+    state: List[Any] = [torch.get_rng_state()]
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state.append(torch.cuda.get_rng_state_all())
     return state

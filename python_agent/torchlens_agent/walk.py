@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import torch
 
-Tensor = torch.Tensor
+from torch import Tensor  # noqa: E402  (a class, usable in annotations)
 
 
 def iter_tensors(obj: Any, path: str = "") -> Iterator[Tuple[str, Tensor]]:

@@ -5,6 +5,7 @@ import { EXIT } from "../errors.js";
 import { guardStdout } from "../ui/table.js";
 import { describeReport } from "../validate/report.js";
 import { describeSummary, type ExtractOptions, extract, TOOL_VERSION } from "./extract.js";
+import { register as registerGraph } from "./graph.js";
 import { register as registerLs } from "./ls.js";
 import { register as registerProfile } from "./profile.js";
 import { reportError } from "./report.js";
@@ -170,6 +171,7 @@ export function program(): Command {
   registerLs(cli);
   registerShow(cli);
   registerProfile(cli);
+  registerGraph(cli);
   return cli;
 }
 

@@ -225,7 +225,7 @@ function passTooltip(passes: Pass[], modules: ModuleIndex): string {
   const ms = passes.reduce((s, x) => s + x.time_ms, 0);
   if (ms > 0) lines.push(`${ms.toFixed(3)} ms`);
   if (passes.every((x) => x.is_dead_end)) lines.push("dead end: reaches no output");
-  return lines.join("\n");
+  return literal(lines.join("\n"));
 }
 
 /** Builds the view of a run's graph. */
@@ -305,7 +305,9 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
         id,
         kind: "module",
         lines: lines.map(literal),
-        tooltip: `${name} (${modules.className(address)}): ${passes.length} passes inside, ${modules.totalParams(address)} parameters`,
+        tooltip: literal(
+          `${name} (${modules.className(address)}): ${passes.length} passes inside, ${modules.totalParams(address)} parameters`,
+        ),
         cluster: clusterFor(stack),
         dead: passes.every((x) => x.is_dead_end),
         highlighted: false,
@@ -364,11 +366,10 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
     };
   });
 
-  const drawn = rolled ? `${nodeList.length} layers` : `${nodeList.length} passes`;
-  const folded = depth !== null ? `, modules below level ${depth} folded` : "";
+  const folded = depth !== null ? ` · modules deeper than ${depth} folded` : "";
   return {
     mode,
-    title: literal(`${log.model.class} · ${mode} · ${drawn}${folded}`),
+    title: literal(`${log.model.class} · ${mode} · ${nodeList.length} nodes${folded}`),
     nodes: nodeList,
     edges: edgeList,
     clusters: orderClusters([...clusters.values()]),

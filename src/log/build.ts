@@ -278,7 +278,9 @@ export function buildLog(raw: RawRun, saved: (op: OpRecord) => boolean): RunLog 
     num_ops_dispatched: raw.numOps,
     inputs: passes.filter((p) => p.is_input).map((p) => p.label),
     outputs: passes.filter((p) => p.is_output).map((p) => p.label),
-    edges: passes.flatMap((p) => p.parents.map((parent, i): [string, string, string] => [parent, p.label, p.parent_args[i]])),
+    edges: passes.flatMap((p) =>
+      p.parents.map((parent, i): [string, string, string] => [parent, p.label, p.parent_args[i]]),
+    ),
     output_structure: outputLabels(raw.outputs, labelById),
     passes,
     layers,

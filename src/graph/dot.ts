@@ -1,0 +1,136 @@
+/**
+ * A GraphView as DOT, built with ts-graphviz: the look of each kind of node (the legend in
+ * docs/graph.md), module clusters, loop-back edges, and the layout settings that keep large graphs
+ * fast. Pure: the text it returns goes to a file, to stdout, or to render.ts for SVG.
+ */
+import {
+  Digraph,
+  type EdgeAttributesObject,
+  type GraphAttributesObject,
+  type NodeAttributesObject,
+  type NodeModel,
+  type SubgraphModel,
+  toDot,
+} from "ts-graphviz";
+import type { GraphView, NodeKind } from "./view.js";
+
+export type Direction = "TB" | "LR" | "BT";
+export const DIRECTIONS: readonly Direction[] = ["TB", "LR", "BT"];
+
+const FONT = "Helvetica,Arial,sans-serif";
+
+/** Shape and colours per kind of node. */
+export const KIND_STYLE: Record<NodeKind, NodeAttributesObject> = {
+  input: { shape: "oval", style: "filled", fillcolor: "#c8e6c9", color: "#2e7d32" },
+  output: { shape: "oval", style: "filled", fillcolor: "#ffcdd2", color: "#c62828" },
+  param_op: { shape: "box", style: "filled", fillcolor: "#cfe2fb", color: "#1f5fae" },
+  op: { shape: "box", style: "rounded,filled", fillcolor: "#ffffff", color: "#555555" },
+  buffer: { shape: "cylinder", style: "filled", fillcolor: "#fff3c4", color: "#9a7b00" },
+  internal: { shape: "note", style: "filled", fillcolor: "#ead9f5", color: "#6a1b9a" },
+  module: { shape: "box3d", style: "filled", fillcolor: "#e4e4e4", color: "#424242" },
+};
+
+const DEAD: NodeAttributesObject = { fillcolor: "#f4f4f4", color: "#bdbdbd", fontcolor: "#9e9e9e" };
+const HIGHLIGHT: NodeAttributesObject = { color: "#f57c00", penwidth: 3 };
+const BACK_EDGE: EdgeAttributesObject = {
+  color: "#1e6fd9",
+  fontcolor: "#1e6fd9",
+  style: "dashed",
+  penwidth: 1.3,
+  constraint: false,
+};
+const DEAD_EDGE: EdgeAttributesObject = { color: "#c4c4c4", fontcolor: "#9e9e9e" };
+/** Cluster fills alternate by nesting level so nested modules stand apart. */
+const CLUSTER_FILLS = ["#f5f8fc", "#e9eff7"];
+
+/**
+ * Layout settings by graph size. dot's network simplex (ranking, then x placement) and its
+ * crossing minimisation grow much faster than the graph; past a few hundred nodes these caps cut
+ * a layout from tens of seconds to a few (bench/graph.mjs measures them), at some cost in
+ * straightness and crossings. Past a few thousand, straight edges skip spline routing.
+ */
+export function layoutAttributes(numNodes: number): GraphAttributesObject {
+  if (numNodes <= LARGE) return {};
+  const attrs: GraphAttributesObject = { nslimit: 2, nslimit1: 2, mclimit: 0.3, searchsize: 20 };
+  if (numNodes > HUGE) attrs.splines = "false";
+  return attrs;
+}
+/** From this many nodes the layout is capped (see layoutAttributes). */
+export const LARGE = 400;
+/** From this many nodes edges are straight lines. */
+export const HUGE = 3000;
+
+export interface DotOptions {
+  direction: Direction;
+}
+
+function nodeAttributes(view: GraphView["nodes"][number]): NodeAttributesObject {
+  const kind = KIND_STYLE[view.kind];
+  const attrs: NodeAttributesObject = {
+    ...kind,
+    label: view.lines.join("\n"),
+    tooltip: view.tooltip,
+    class: `${view.kind}${view.dead ? " dead" : ""}${view.highlighted ? " highlighted" : ""}`,
+  };
+  if (view.dead) Object.assign(attrs, DEAD, { style: `${kind.style},dashed` });
+  if (view.highlighted) Object.assign(attrs, HIGHLIGHT);
+  return attrs;
+}
+
+/** The view as a ts-graphviz model. */
+export function toModel(view: GraphView, options: DotOptions): Digraph {
+  const g = new Digraph("torchlens", {
+    rankdir: options.direction,
+    label: view.title,
+    labelloc: "t",
+    fontname: FONT,
+    fontsize: 12,
+    nodesep: 0.2,
+    ranksep: 0.3,
+    outputorder: "edgesfirst",
+    ...layoutAttributes(view.nodes.length),
+  });
+  g.attributes.node.apply({ fontname: FONT, fontsize: 10, margin: "0.12,0.04", height: 0.3 });
+  g.attributes.edge.apply({
+    fontname: FONT,
+    fontsize: 9,
+    arrowsize: 0.6,
+    color: "#555555",
+    fontcolor: "#333333",
+  });
+
+  const subgraphs = new Map<string, SubgraphModel>();
+  for (const c of view.clusters) {
+    const parent = c.parent === null ? g : (subgraphs.get(c.parent) ?? g);
+    const sg = parent.createSubgraph(c.id, {
+      label: c.label,
+      labeljust: "l",
+      style: "rounded,filled",
+      fillcolor: CLUSTER_FILLS[(c.level - 1) % CLUSTER_FILLS.length],
+      color: "#8a9bb0",
+      fontname: FONT,
+      fontsize: 10,
+      fontcolor: "#33475b",
+    });
+    subgraphs.set(c.id, sg);
+  }
+
+  const models = new Map<string, NodeModel>();
+  for (const n of view.nodes) {
+    const where = n.cluster === null ? g : (subgraphs.get(n.cluster) ?? g);
+    models.set(n.id, where.createNode(n.id, nodeAttributes(n)));
+  }
+  for (const e of view.edges) {
+    const attrs: EdgeAttributesObject = {};
+    if (e.label !== null) attrs.label = e.label;
+    if (e.dead) Object.assign(attrs, DEAD_EDGE);
+    if (e.back) Object.assign(attrs, BACK_EDGE);
+    g.createEdge([models.get(e.tail) as NodeModel, models.get(e.head) as NodeModel], attrs);
+  }
+  return g;
+}
+
+/** The view as DOT text. */
+export function toDotText(view: GraphView, options: DotOptions): string {
+  return `${toDot(toModel(view, options))}\n`;
+}

@@ -15,6 +15,7 @@ outputs no inner call produced, so internals stay visible and nothing is recorde
 All mutable state of one forward pass lives in the `CaptureSession`.
 """
 
+import inspect
 import itertools
 import re
 import math
@@ -551,6 +552,8 @@ class Wrappers:
             if isinstance(orig, _FUNCTION_TYPES):
                 self._replace(Tensor, name, _make_wrapper(orig, name, f"Tensor.{name}", switch), tensor_dict)
         self._replace(nn.Module, "__call__", _make_module_call(vars(nn.Module)["__call__"], switch))
+        function = torch.autograd.Function
+        self._replace(function, "apply", _make_function_apply(inspect.getattr_static(function, "apply"), switch))
         self.installed = True
 
     def rebind(self, modules: List[Any]) -> None:
@@ -589,6 +592,17 @@ class Wrappers:
         self._saved.clear()
         self._by_id.clear()
         self.installed = False
+
+
+def _make_function_apply(orig_apply: Any, switch: _Switch) -> classmethod:
+    """Custom autograd Functions (`MyFn.apply(x)`): recorded under the Function's class name, unless
+    the ops inside its forward already produced the outputs (then those are what is recorded)."""
+
+    def apply(cls, *args, **kwargs):
+        bound = orig_apply.__get__(None, cls)
+        return _make_wrapper(bound, cls.__name__, f"{cls.__module__}.{cls.__qualname__}.apply", switch)(*args, **kwargs)
+
+    return classmethod(apply)
 
 
 def _make_module_call(orig_call: Callable, switch: _Switch) -> Callable:

@@ -16,7 +16,8 @@ export interface Frame {
 }
 
 const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+// sizes past 4 GiB arrive as uint64: numbers, not BigInts (safe up to 2^53 bytes)
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
 
 /** Encode one request frame (requests never carry payloads). */
 export function encodeFrame(header: { type: string; [key: string]: unknown }): Buffer {

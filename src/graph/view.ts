@@ -103,6 +103,10 @@ export function formatCount(n: number): string {
   return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}${units[u]}`;
 }
 
+function plural(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /** Sizes are shown on a node from this many bytes (smaller ones only in the tooltip). */
 export const SIZE_SHOWN_FROM = 1_000_000;
 
@@ -287,10 +291,11 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
       const [address, n] = splitCall(collapsed);
       const calls = rolled ? modules.numCalls(address) : 1;
       const name = rolled || modules.numCalls(address) === 1 ? address : `${address}:${n}`;
+      const params = modules.totalParams(address);
       const summary = [
         calls > 1 ? `${calls} calls` : null,
-        `${passes.length} passes`,
-        `${formatCount(modules.totalParams(address))} params`,
+        plural(passes.length, "pass", "passes"),
+        params > 0 ? `${formatCount(params)} params` : null,
       ];
       const entry = modules.byAddress.get(address);
       const outs = entry?.calls
@@ -306,7 +311,7 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
         kind: "module",
         lines: lines.map(literal),
         tooltip: literal(
-          `${name} (${modules.className(address)}): ${passes.length} passes inside, ${modules.totalParams(address)} parameters`,
+          `${name} (${modules.className(address)}): ${plural(passes.length, "pass", "passes")} inside, ${plural(params, "parameter", "parameters")}`,
         ),
         cluster: clusterFor(stack),
         dead: passes.every((x) => x.is_dead_end),
@@ -353,6 +358,10 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
   }
 
   const nodeList = [...nodes.values()].sort((a, b) => a.order - b.order);
+  const component = strongComponents(
+    nodeList.map((n) => n.id),
+    [...edges.values()],
+  );
   const edgeList: GraphEdge[] = [...edges.values()].map(({ tail, head, pairs }) => {
     const t = nodes.get(tail) as GraphNode;
     const h = nodes.get(head) as GraphNode;
@@ -361,7 +370,8 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
       tail,
       head,
       label: layers ? edgeLabel(pairs, t.passes.length, h.passes.length) : null,
-      back: rolled && h.order <= t.order,
+      // closes a cycle (head reaches tail) and points back in execution order
+      back: component.get(tail) === component.get(head) && h.order <= t.order,
       dead: h.dead,
     };
   });
@@ -374,6 +384,67 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
     edges: edgeList,
     clusters: orderClusters([...clusters.values()]),
   };
+}
+
+/**
+ * Strongly connected components (Tarjan's algorithm, iterative so that deep graphs cannot
+ * overflow the stack): node id → component number. Two nodes share a component exactly when
+ * each reaches the other, so an edge inside one closes a cycle.
+ */
+export function strongComponents(
+  ids: string[],
+  edges: { tail: string; head: string }[],
+): Map<string, number> {
+  const out = new Map<string, string[]>();
+  for (const id of ids) out.set(id, []);
+  for (const e of edges) out.get(e.tail)?.push(e.head);
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const onStack = new Set<string>();
+  const stack: string[] = [];
+  const component = new Map<string, number>();
+  let next = 0;
+  let components = 0;
+  for (const root of ids) {
+    if (index.has(root)) continue;
+    const work: [string, number][] = [[root, 0]];
+    index.set(root, next);
+    low.set(root, next++);
+    stack.push(root);
+    onStack.add(root);
+    while (work.length) {
+      const frame = work[work.length - 1] as [string, number];
+      const [v, i] = frame;
+      const succ = out.get(v) as string[];
+      if (i < succ.length) {
+        frame[1]++;
+        const w = succ[i] as string;
+        if (!index.has(w)) {
+          index.set(w, next);
+          low.set(w, next++);
+          stack.push(w);
+          onStack.add(w);
+          work.push([w, 0]);
+        } else if (onStack.has(w)) {
+          low.set(v, Math.min(low.get(v) as number, index.get(w) as number));
+        }
+        continue;
+      }
+      work.pop();
+      const parent = work[work.length - 1];
+      if (parent) low.set(parent[0], Math.min(low.get(parent[0]) as number, low.get(v) as number));
+      if (low.get(v) === index.get(v)) {
+        for (;;) {
+          const w = stack.pop() as string;
+          onStack.delete(w);
+          component.set(w, components);
+          if (w === v) break;
+        }
+        components++;
+      }
+    }
+  }
+  return component;
 }
 
 /** Parents before children, otherwise in order of first sight. */

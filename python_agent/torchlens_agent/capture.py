@@ -95,6 +95,9 @@ _INPLACE_DUNDERS = frozenset(
     "__iadd__ __isub__ __imul__ __itruediv__ __idiv__ __ifloordiv__ __imod__ __ipow__ __iand__ "
     "__ior__ __ixor__ __ilshift__ __irshift__ __imatmul__ __setitem__".split()
 )
+# The pass made for the base of a view written in place (`y = x[:, 0]; y.add_(1)` changes x).
+VIEW_WRITE = "view_write"
+
 _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodDescriptorType,
                    types.WrapperDescriptorType, types.BuiltinMethodType)
 
@@ -389,8 +392,23 @@ class CaptureSession:
                                "out_index": path if multi else None, "parents": parents,
                                "args": summary, "params": params, "modules": modules,
                                "inplace": inplace, "time_ms": time_ms})
+                if inplace and t._base is not None:
+                    self._view_written(t._base, pid, modules)
         finally:
             self.paused -= 1
+
+    def _view_written(self, base: Tensor, by: int, modules: List[List[Any]]) -> None:
+        """An in-place op wrote through a view: its base now holds new values, which later readers
+        of the base must see as a pass of their own (parents: the base before, and the write)."""
+        before = self.tag_of(base)
+        if before is None or id(base) in self.param_address:
+            return
+        pid = self._new_pass(base)
+        self._emit(base, {"type": "op", "id": pid, "kind": "op", "func": VIEW_WRITE, "name": VIEW_WRITE,
+                          "qualname": None, "call": None, "out_index": None,
+                          "parents": [[before, "0"], [by, "1"]], "args": {}, "params": [],
+                          "modules": modules, "inplace": True, "time_ms": 0.0,
+                          "note": "the base of a view that an in-place op wrote to"})
 
     # modules -------------------------------------------------------------------------------------
 

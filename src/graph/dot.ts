@@ -32,7 +32,7 @@ export const KIND_STYLE: Record<NodeKind, NodeAttributesObject> = {
 
 const DEAD: NodeAttributesObject = { fillcolor: "#f4f4f4", color: "#bdbdbd", fontcolor: "#9e9e9e" };
 const HIGHLIGHT: NodeAttributesObject = { color: "#f57c00", penwidth: 3 };
-const BACK_EDGE: EdgeAttributesObject = {
+export const BACK_EDGE: EdgeAttributesObject = {
   color: "#1e6fd9",
   fontcolor: "#1e6fd9",
   style: "dashed",
@@ -64,6 +64,15 @@ export interface DotOptions {
   direction: Direction;
 }
 
+/** Every node starts from these (the plain op's look), so most nodes carry only their text. */
+const NODE_DEFAULTS: NodeAttributesObject = {
+  ...KIND_STYLE.op,
+  fontname: FONT,
+  fontsize: 10,
+  margin: "0.12,0.04",
+  height: 0.3,
+};
+
 function nodeAttributes(view: GraphView["nodes"][number]): NodeAttributesObject {
   const kind = KIND_STYLE[view.kind];
   const attrs: NodeAttributesObject = {
@@ -74,6 +83,8 @@ function nodeAttributes(view: GraphView["nodes"][number]): NodeAttributesObject 
   };
   if (view.dead) Object.assign(attrs, DEAD, { style: `${kind.style},dashed` });
   if (view.highlighted) Object.assign(attrs, HIGHLIGHT);
+  for (const [k, v] of Object.entries(NODE_DEFAULTS))
+    if (attrs[k as keyof NodeAttributesObject] === v) delete attrs[k as keyof NodeAttributesObject];
   return attrs;
 }
 
@@ -90,7 +101,7 @@ export function toModel(view: GraphView, options: DotOptions): Digraph {
     outputorder: "edgesfirst",
     ...layoutAttributes(view.nodes.length),
   });
-  g.attributes.node.apply({ fontname: FONT, fontsize: 10, margin: "0.12,0.04", height: 0.3 });
+  g.attributes.node.apply(NODE_DEFAULTS);
   g.attributes.edge.apply({
     fontname: FONT,
     fontsize: 9,
@@ -132,5 +143,6 @@ export function toModel(view: GraphView, options: DotOptions): Digraph {
 
 /** The view as DOT text. */
 export function toDotText(view: GraphView, options: DotOptions): string {
-  return `${toDot(toModel(view, options))}\n`;
+  // no cap on the AST size: ts-graphviz refuses 100k AST nodes by default (~4000 graph nodes)
+  return `${toDot(toModel(view, options), { convert: { maxASTNodes: 0 } })}\n`;
 }

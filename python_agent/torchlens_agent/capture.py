@@ -95,6 +95,28 @@ _INPLACE_DUNDERS = frozenset(
     "__iadd__ __isub__ __imul__ __itruediv__ __idiv__ __ifloordiv__ __imod__ __ipow__ __iand__ "
     "__ior__ __ixor__ __ilshift__ __irshift__ __imatmul__ __setitem__".split()
 )
+# torch.ops namespaces left alone: the profiler's and the compiler's own.
+_SKIP_OP_NAMESPACES = frozenset({"profiler", "prims", "nvprims", "pyops", "inductor", "higher_order", "_quantized_decomposed"})
+
+
+class _OpProxy:
+    """Stands in for a `torch.ops` op packet: calls go through the capture wrapper, attribute
+    lookups (`.default`, overloads) reach the packet."""
+
+    _tl_wrapper = True
+
+    def __init__(self, packet: Any, call: Callable) -> None:
+        self._packet = packet
+        self._call = call
+        self.__name__ = getattr(packet, "__name__", "op")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._packet, name)
+
+
 # The pass made for the base of a view written in place (`y = x[:, 0]; y.add_(1)` changes x).
 VIEW_WRITE = "view_write"
 
@@ -570,9 +592,41 @@ class Wrappers:
             if isinstance(orig, _FUNCTION_TYPES):
                 self._replace(Tensor, name, _make_wrapper(orig, name, f"Tensor.{name}", switch), tensor_dict)
         self._replace(nn.Module, "__call__", _make_module_call(vars(nn.Module)["__call__"], switch))
+        self._wrap_op_namespaces()
         function = torch.autograd.Function
         self._replace(function, "apply", _make_function_apply(inspect.getattr_static(function, "apply"), switch))
         self.installed = True
+
+    def _wrap_op_namespaces(self) -> None:
+        """Ops reached through `torch.ops.<namespace>.<op>` (quantized modules, torchvision's
+        roi_align and nms, custom C++ ops). Namespaces make their op packets lazily, so both the
+        packets made already and the lookup that makes new ones are wrapped."""
+        ops_module = getattr(torch, "_ops", None)
+        namespace_class = getattr(ops_module, "_OpNamespace", None)
+        if namespace_class is None or "__getattr__" not in vars(namespace_class):
+            return
+        wrappers = self
+
+        def wrap_packet(namespace: Any, name: str, packet: Any) -> Any:
+            qualname = f"torch.ops.{getattr(namespace, 'name', '?')}.{name}"
+            proxy = _OpProxy(packet, _make_wrapper(packet, name, qualname, wrappers.switch))
+            wrappers._replace(namespace, name, proxy)
+            return proxy
+
+        for ns_name, namespace in list(vars(torch.ops).items()):
+            if isinstance(namespace, namespace_class) and ns_name not in _SKIP_OP_NAMESPACES:
+                for name, packet in list(vars(namespace).items()):
+                    if callable(packet) and not name.startswith("_") and not isinstance(packet, (type, _OpProxy)):
+                        wrap_packet(namespace, name, packet)
+        original_getattr = vars(namespace_class)["__getattr__"]
+
+        def namespace_getattr(namespace, name):
+            packet = original_getattr(namespace, name)
+            if name.startswith("_") or getattr(namespace, "name", None) in _SKIP_OP_NAMESPACES or not callable(packet):
+                return packet
+            return wrap_packet(namespace, name, packet)
+
+        self._replace(namespace_class, "__getattr__", namespace_getattr)
 
     def rebind(self, modules: List[Any]) -> None:
         """Point module-level names bound to wrapped originals (`from torch import relu`) at their

@@ -49,7 +49,7 @@ _DEFAULT_FLOAT_TOL = (1e-2, 1e-2)  # float8 and other narrow floats
 _SHAPE_ONLY_FIRST = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
                      "randint_like", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
                      "empty_strided"}
-_SHAPE_ONLY_SECOND = {"type_as", "expand_as", "view_as", "reshape_as", "broadcast_to"}
+_SHAPE_ONLY_SECOND = {"type_as", "expand_as", "view_as", "reshape_as", "broadcast_to", "to", "new_tensor"}
 _OVERWRITES_SELF = {"fill_", "zero_", "copy_", "normal_", "uniform_", "bernoulli_", "random_",
                     "exponential_", "geometric_", "cauchy_", "log_normal_", "set_", "resize_", "resize_as_"}
 # Ops that may legitimately ignore an argument for some values (a where() whose condition never
@@ -66,7 +66,9 @@ _MAY_IGNORE = {"where", "masked_fill", "masked_fill_", "masked_scatter", "masked
                "heaviside", "bucketize", "searchsorted", "nonzero", "unique", "embedding", "dropout", "mode",
                "median", "kthvalue", "cummax", "cummin", "max_pool1d", "max_pool2d", "max_pool3d",
                "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
-               "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "embedding_bag"}
+               "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "embedding_bag",
+               # several outputs, each from one of several inputs: output i ignores input j
+               "meshgrid", "broadcast_tensors", "atleast_1d", "atleast_2d", "atleast_3d", "block_diag"}
 
 # Ops whose output is uninitialized memory: nothing to compare, only the shape and dtype.
 UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
@@ -79,8 +81,12 @@ EXEMPT: Dict[str, Tuple[str, Callable[[str, str], bool]]] = {
     "may-ignore": ("the op may ignore this argument for some values (selection, clamping, "
                    "thresholds, comparisons, indices): a perturbation with no effect is not an error",
                    lambda f, pos: f in _MAY_IGNORE),
+    "zero-parameters": ("a parameter the op uses is all zeros (an initialisation such as ViT's zeroed head), "
+                        "so its output need not depend on this argument", lambda f, pos: False),
     "uninitialized": ("the op returns uninitialized memory (torch.empty and kin): its values are arbitrary, "
                       "so only shape and dtype are checked", lambda f, pos: f in UNINITIALIZED),
+    "unperturbable": ("torchlens cannot make a perturbed copy of this argument (a per-channel quantized tensor)",
+                      lambda f, pos: False),
     "empty": ("the output has no elements, or the parent has none: there is no value to change",
               lambda f, pos: False),  # applied where the check finds an empty tensor, not by name
 }
@@ -204,6 +210,11 @@ def _perturbed(t: Tensor, gen: torch.Generator) -> Optional[Tensor]:
     """A tensor of the same shape, dtype and device whose values differ everywhere we can make them."""
     if t.numel() == 0:
         return None
+    if t.is_quantized:
+        if t.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            return None
+        moved = t.dequantize() + torch.randn(t.shape, generator=gen) * (float(t.dequantize().abs().max()) + 1.0)
+        return torch.quantize_per_tensor(moved, t.q_scale(), t.q_zero_point(), t.dtype)
     if t.dtype == torch.bool:
         return ~t
     if t.is_floating_point() or t.is_complex():
@@ -212,9 +223,11 @@ def _perturbed(t: Tensor, gen: torch.Generator) -> Optional[Tensor]:
         wide = torch.complex128 if t.is_complex() else torch.float64
         noise = noise * (1 + 1j) if t.is_complex() else noise
         return (t.detach().to(wide) + noise * scale).to(t.dtype)
-    # Integers step by one: every value changes, and so does any sum of them (a permutation would
-    # leave sums alone). An index pushed out of range makes the op raise, which counts as a change.
-    return t.detach() + 1
+    # Integers move up by a random 1..997 each: every value changes, and so do sums, floor
+    # divisions and remainders of them (nearly always; a permutation would leave sums alone). An
+    # index pushed out of range makes the op raise, which counts as a change.
+    step = torch.randint(1, 998, t.shape, generator=gen).to(device=t.device, dtype=t.dtype)
+    return t.detach() + step
 
 
 # -- the validation session -----------------------------------------------------------------------------
@@ -231,6 +244,7 @@ class ValidationSession(CaptureSession):
         self.replay = self._call
         self._ctx: Optional[Tuple[Callable, tuple, Dict[str, Any], Any]] = None
         self._gen = torch.Generator().manual_seed(1234)
+        self._params = {address: p for address, p in model.named_parameters()}
         self.counts = {"passed": 0, "failed": 0, "exempt": 0}
 
     # -- the wrapper's path during validation --------------------------------------------------------
@@ -301,7 +315,9 @@ class ValidationSession(CaptureSession):
         expected = self.expected.get(parent_id)
         saved = self._saved(expected) if expected else None
         if saved is None:
-            return live.detach().clone()
+            return _fresh(live.detach())
+        if live.is_quantized:
+            return _requantize(saved, live)
         t = torch.from_numpy(np.array(saved, copy=True))
         if t.dtype != live.dtype:
             t = t.to(live.dtype)
@@ -333,7 +349,7 @@ class ValidationSession(CaptureSession):
 
         try:
             with torch.no_grad():
-                out = replay({k: v.clone() for k, v in parents.items()})
+                out = replay({k: _fresh(v) for k, v in parents.items()})
         except Exception as exc:  # noqa: BLE001 - a replay that raises is a failed check, reported as such
             verdict.update(status="failed", reason=f"replay raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return
@@ -358,6 +374,9 @@ class ValidationSession(CaptureSession):
         if self.check_dependence:
             self._check_dependence(record, parents, replay, got, expected["dtype"], verdict)
 
+    def _zero_parameters(self, record: Dict[str, Any]) -> Optional[str]:
+        return "zero-parameters" if any(_all_zero(self._params.get(a)) for a in record["params"]) else None
+
     def _check_dependence(self, record, parents, replay, reference: np.ndarray, dtype: str, verdict) -> None:
         checks = verdict["dependence"]
         if reference.size == 0:  # nothing to change: an empty output depends on nothing's values
@@ -374,12 +393,13 @@ class ValidationSession(CaptureSession):
                 continue
             perturbed = _perturbed(parents[pos], self._gen)
             if perturbed is None:
-                checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": "empty"})
+                rule = "empty" if parents[pos].numel() == 0 else "unperturbable"
+                checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": rule})
                 continue
-            replacements = {k: v.clone() for k, v in parents.items()}
+            replacements = {k: _fresh(v) for k, v in parents.items()}
             for other_pid, other_pos in record["parents"]:
                 if other_pid == pid:
-                    replacements[other_pos] = perturbed.clone()
+                    replacements[other_pos] = _fresh(perturbed)
             try:
                 with torch.no_grad():
                     out = replay(replacements)
@@ -391,7 +411,7 @@ class ValidationSession(CaptureSession):
             if changed:
                 checks.append({"parent": pid, "position": pos, "status": "changed", "rule": None})
                 continue
-            rule = exemption(record["func"], pos, False)
+            rule = exemption(record["func"], pos, False) or self._zero_parameters(record)
             if rule:
                 checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": rule})
             else:
@@ -401,6 +421,25 @@ class ValidationSession(CaptureSession):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+def _fresh(t: Tensor) -> Tensor:
+    """A copy an in-place replay may write to (quantized tensors cannot be cloned; ops on them
+    are not in place)."""
+    return t if t.is_quantized else t.clone()
+
+
+def _requantize(saved: np.ndarray, live: Tensor) -> Tensor:
+    """A quantized tensor from its saved integer representation and the live tensor's scales."""
+    ints = torch.from_numpy(np.array(saved, copy=True))
+    if live.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return torch._make_per_tensor_quantized_tensor(ints, live.q_scale(), live.q_zero_point())
+    return torch._make_per_channel_quantized_tensor(ints, live.q_per_channel_scales(), live.q_per_channel_zero_points(),
+                                                    live.q_per_channel_axis())
+
+
+def _all_zero(t: Optional[Tensor]) -> bool:
+    return t is not None and t.numel() > 0 and not bool(torch.any(t.detach() != 0))
+
 
 def _at_position(args: tuple, kwargs: Dict[str, Any], pos: str) -> Tensor:
     if pos.startswith("k:"):

@@ -14,6 +14,32 @@ from .replay import RunArrays, ValidationSession, compare, outputs_in_order
 from .wire import Wire
 
 
+def _snapshot(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a state dict to restore later: tensors cloned (quantized and non-leaf ones too,
+    which deepcopy refuses), other entries deep-copied where they allow it."""
+    out: Dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and not value.is_quantized:
+            out[key] = value.detach().clone()
+        else:
+            try:
+                out[key] = copy.deepcopy(value)
+            except Exception:  # noqa: BLE001 - packed parameters and the like: restored as they are
+                out[key] = value
+    return out
+
+
+def _restore(model: torch.nn.Module, pristine: Dict[str, Any]) -> None:
+    """Put back the parameters and buffers the captured pass changed (batch-norm statistics in
+    training mode), in place: no load_state_dict, which some modules (quantized ones) reject."""
+    with torch.no_grad():
+        for key, value in model.state_dict(keep_vars=True).items():
+            before = pristine.get(key)
+            if isinstance(value, torch.Tensor) and isinstance(before, torch.Tensor) and not value.is_quantized:
+                if value.shape == before.shape and not torch.equal(value, before):
+                    value.copy_(before)
+
+
 def validate(wire: Wire, request: Dict[str, Any]) -> int:
     wall0 = time.perf_counter()
 
@@ -22,7 +48,7 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         arrays = RunArrays(request["npz"])
         expected: List[Dict[str, Any]] = request["expected"]
         outputs_expected: List[Dict[str, Any]] = request["outputs"]  # [{id, array, dtype}] in output order
-        pristine = copy.deepcopy(loaded.model.state_dict())  # the plain pass must start where extract did
+        pristine = _snapshot(loaded.model.state_dict())  # the plain pass must start where extract did
         session = ValidationSession(wire, loaded.model, expected, arrays,
                                     check_dependence=bool(request.get("check_dependence", True)))
         seed_everything(loaded.seed)
@@ -31,7 +57,7 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         wire.flush()
 
         # ground truth: a plain forward pass, no wrappers installed, same seed and inputs
-        loaded.model.load_state_dict(pristine)
+        _restore(loaded.model, pristine)
         wrappers.restore()
         seed_everything(loaded.seed)
         with torch.no_grad():

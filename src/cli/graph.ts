@@ -8,13 +8,13 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { usageError } from "../errors.js";
-import { selectPasses, splitSelectors } from "../log/select.js";
-import type { RunLog } from "../log/types.js";
-import { fsError } from "../store/runDir.js";
-import { readRun } from "../store/readRun.js";
 import { DIRECTIONS, type Direction, toDotText } from "../graph/dot.js";
 import { renderSvg } from "../graph/render.js";
 import { buildView, type GraphMode, type GraphView } from "../graph/view.js";
+import { selectPasses, splitSelectors } from "../log/select.js";
+import type { RunLog } from "../log/types.js";
+import { readRun } from "../store/readRun.js";
+import { fsError } from "../store/runDir.js";
 import { formatMs, Progress } from "../ui/progress.js";
 import { writeStdout } from "../ui/table.js";
 
@@ -47,6 +47,8 @@ export interface GraphSummary {
   build_ms: number;
   /** Loading Graphviz and laying the graph out (0 for DOT). */
   layout_ms: number;
+  /** Graphviz's warnings, each once (SVG only). */
+  warnings: string[];
 }
 
 /** The file name `graph` writes into the run when no -o is given. */
@@ -66,7 +68,10 @@ function formatOf(out: string): "svg" | "dot" {
 }
 
 /** The view and DOT text of a log's graph; `--layers` selectors resolved to highlighted passes. */
-export function graphDot(log: RunLog, options: GraphOptions = {}): { view: GraphView; dot: string } {
+export function graphDot(
+  log: RunLog,
+  options: GraphOptions = {},
+): { view: GraphView; dot: string } {
   const highlight = options.layers?.length
     ? new Set(selectPasses(log, splitSelectors(options.layers), "--layers").labels)
     : null;
@@ -127,6 +132,7 @@ export async function writeGraph(log: RunLog, options: WriteGraphOptions): Promi
     clusters: view.clusters.length,
     build_ms: Math.round(performance.now() - t0),
     layout_ms: 0,
+    warnings: [],
   };
   if (options.out === "-") {
     await writeStdout(dot);
@@ -143,8 +149,9 @@ export async function writeGraph(log: RunLog, options: WriteGraphOptions): Promi
   else progress.update(what, 0);
   try {
     const t1 = performance.now();
-    const { svg } = await renderSvg(dot);
+    const { svg, warnings } = await renderSvg(dot);
     summary.layout_ms = Math.round(performance.now() - t1);
+    summary.warnings = warnings;
     await writeAtomic(options.out, svg);
   } finally {
     if (own) progress.stop();
@@ -155,7 +162,12 @@ export async function writeGraph(log: RunLog, options: WriteGraphOptions): Promi
 export function describeGraph(s: GraphSummary): string {
   const where = path.relative(process.cwd(), path.resolve(s.out)) || s.out;
   const timing = s.format === "svg" ? ` (layout ${formatMs(s.layout_ms)})` : "";
-  return `drew the ${s.mode} graph: ${s.nodes} nodes, ${s.edges} edges, ${s.clusters} module clusters${timing} → ${where}`;
+  const lines = [
+    `drew the ${s.mode} graph: ${s.nodes} nodes, ${s.edges} edges, ${s.clusters} module clusters${timing} → ${where}`,
+  ];
+  for (const w of s.warnings.slice(0, 5)) lines.push(`graphviz: ${w}`);
+  if (s.warnings.length > 5) lines.push(`graphviz: … and ${s.warnings.length - 5} more warnings`);
+  return lines.join("\n");
 }
 
 /** `torchlens graph RUN [options]`: reads the run, writes the graph, returns what was drawn. */
@@ -173,7 +185,8 @@ function depthValue(value: string): number {
 
 function directionValue(value: string): Direction {
   const d = value.toUpperCase() as Direction;
-  if (!DIRECTIONS.includes(d)) throw new InvalidArgumentError(`not one of ${DIRECTIONS.join(", ")}`);
+  if (!DIRECTIONS.includes(d))
+    throw new InvalidArgumentError(`not one of ${DIRECTIONS.join(", ")}`);
   return d;
 }
 

@@ -13,6 +13,8 @@ export interface Rendered {
   loadMs: number;
   /** Layout and SVG output. */
   layoutMs: number;
+  /** What Graphviz warned about, each once. */
+  warnings: string[];
 }
 
 /** Lays out `dot` and returns the SVG text. Failures are TorchlensErrors (exit 1). */
@@ -23,13 +25,15 @@ export function renderSvg(dot: string): Promise<Rendered> {
     const fail = (why: string, cause?: unknown) =>
       reject(
         new TorchlensError(`drawing the graph failed: ${why}`, {
-          hint: "write DOT instead (-o graph.dot) and lay it out with another Graphviz, or fold modules with --depth N to make the graph smaller",
+          hint: "draw the rolled graph, fold modules with --depth N, or write DOT (-o graph.dot) and lay it out with a system Graphviz",
           cause,
         }),
       );
     worker.once("message", (reply: RenderReply) => {
-      if (reply.ok) resolve({ svg: reply.svg, loadMs: reply.loadMs, layoutMs: reply.layoutMs });
-      else fail(`Graphviz: ${reply.message}`);
+      if (reply.ok) {
+        const { svg, loadMs, layoutMs, warnings } = reply;
+        resolve({ svg, loadMs, layoutMs, warnings });
+      } else fail(`Graphviz: ${reply.message}`);
     });
     worker.once("error", (err) => fail(err.message, err));
     worker.once("exit", (code) => fail(`the layout worker stopped (exit code ${code})`));

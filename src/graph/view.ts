@@ -211,7 +211,8 @@ function passLines(title: string, passes: Pass[], modules: ModuleIndex, usualDty
   const nbytes = Math.max(...passes.map((x) => x.nbytes));
   if (nbytes >= SIZE_SHOWN_FROM) facts.push(formatBytes(nbytes));
   const lines = [title, facts.join(" · ")];
-  if (p.params.length) lines.push(`params ${p.params.map((a) => modules.paramShape(a)).join(", ")}`);
+  if (p.params.length)
+    lines.push(`params ${p.params.map((a) => modules.paramShape(a)).join(", ")}`);
   return lines.map(literal);
 }
 

@@ -11,8 +11,19 @@ export interface RenderRequest {
 }
 
 export type RenderReply =
-  | { ok: true; svg: string; loadMs: number; layoutMs: number }
+  | { ok: true; svg: string; loadMs: number; layoutMs: number; warnings: string[] }
   | { ok: false; message: string };
+
+// Graphviz prints warnings and errors ("Out of memory") through console.error/log, bound when the
+// module loads: collected here so they reach the caller instead of clobbering the status line.
+const printed: string[] = [];
+const collect = (...args: unknown[]) => {
+  const line = args.map(String).join(" ").trim();
+  if (line && !printed.includes(line)) printed.push(line);
+};
+console.error = collect;
+console.warn = collect;
+console.log = collect;
 
 async function render({ dot }: RenderRequest): Promise<RenderReply> {
   const t0 = performance.now();
@@ -20,9 +31,11 @@ async function render({ dot }: RenderRequest): Promise<RenderReply> {
     const graphviz = await Graphviz.load();
     const t1 = performance.now();
     const svg = graphviz.dot(dot, "svg");
-    return { ok: true, svg, loadMs: t1 - t0, layoutMs: performance.now() - t1 };
+    const layoutMs = performance.now() - t1;
+    return { ok: true, svg, loadMs: t1 - t0, layoutMs, warnings: printed };
   } catch (err) {
-    return { ok: false, message: err instanceof Error ? err.message : String(err) };
+    const message = err instanceof Error ? err.message : String(err);
+    return { ok: false, message: [...printed, message].join("; ") };
   }
 }
 

@@ -492,3 +492,28 @@ describe("NpzWriter close and abort", () => {
     expect(readBack(path)).toMatchObject({ testzip: null, names: [] });
   });
 });
+
+test("immutablePieces: small pieces kept by reference still read back exactly with numpy", async () => {
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const os = await import("node:os");
+  const pathMod = await import("node:path");
+  const { execFileSync } = await import("node:child_process");
+  const { NpzWriter } = await import("../src/store/npz.js");
+  const dir = mkdtempSync(pathMod.join(os.tmpdir(), "npz-immutable-"));
+  try {
+    const file = pathMod.join(dir, "a.npz");
+    const w = await NpzWriter.create(file, { immutablePieces: true });
+    const n = 300_000;
+    const e = w.beginEntry("x", "<f4", [n], n * 4);
+    const all = new Float32Array(n).map((_, i) => i * 0.5);
+    const bytes = Buffer.from(all.buffer);
+    for (let off = 0; off < bytes.length; off += 4096) await w.write(e, bytes.subarray(off, off + 4096));
+    await w.endEntry(e);
+    w.rename(e, "values");
+    await w.close();
+    const out = execFileSync(process.env.TORCHLENS_PYTHON || "/usr/bin/python3", ["-c", `import numpy as np; a = np.load(${JSON.stringify(file)})["values"]; print(int((a == np.arange(${n}, dtype=np.float32) * 0.5).all()))`]).toString();
+    expect(out.trim()).toBe("1");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -340,7 +340,7 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       }
     }
     try {
-      npz = await NpzWriter.create(run.file(ACTIVATIONS));
+      npz = await NpzWriter.create(run.file(ACTIVATIONS), { immutablePieces: true });
     } catch (err) {
       throw fsError(err, `creating ${ACTIVATIONS}`);
     }

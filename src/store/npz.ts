@@ -72,6 +72,11 @@ export interface NpzWriterOptions {
    * @internal
    */
   zip64Threshold?: number;
+  /**
+   * The caller never changes a piece after handing it over (pieces read from a pipe are fresh
+   * buffers): small pieces are then kept by reference and written with writev, never copied.
+   */
+  immutablePieces?: boolean;
 }
 
 /** One array being written or already written; obtained from {@link NpzWriter.beginEntry}. */
@@ -154,6 +159,7 @@ export class NpzWriter {
     private readonly fh: FileHandle,
     readonly path: string,
     private readonly zip64Threshold: number,
+    private readonly copyMax: number,
   ) {
     [this.dosDate, this.dosTime] = dosDateTime(new Date());
   }
@@ -170,7 +176,7 @@ export class NpzWriter {
       throw new NpzError(`zip64Threshold must be an integer in 1..${U32_MAX}`);
     }
     const fh = await fsp.open(path, "w");
-    return new NpzWriter(fh, path, threshold);
+    return new NpzWriter(fh, path, threshold, options.immutablePieces ? 0 : COPY_MAX_BYTES);
   }
 
   /**
@@ -264,7 +270,15 @@ export class NpzWriter {
     if (n === 0) return RESOLVED;
     const batch = this.batchAt(e.dataStart + e.written);
     e.written += n;
-    if (n <= COPY_MAX_BYTES) {
+    if (this.copyMax === 0) {
+      // immutable pieces: kept by reference; like copied ones, a piece waits only when its batch
+      // went out, and then for the batch before it (two batches in flight at most)
+      e.crc = zlib.crc32(piece, e.crc);
+      const before = this.lastFlush;
+      this.pushRef(batch, piece);
+      return this.lastFlush === before ? RESOLVED : before;
+    }
+    if (n <= this.copyMax) {
       e.crc = zlib.crc32(piece, e.crc);
       const before = this.lastFlush;
       batch.slab ??= this.spareSlabs.pop() ?? Buffer.allocUnsafe(SLAB_BYTES);

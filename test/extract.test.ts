@@ -292,3 +292,12 @@ test("user prints inside forward go to stderr and the stream survives them", asy
   expect(res.stdout).not.toContain("PRINTED-BY-USER");
   expect(JSON.parse(res.stdout).passes).toBe(3);
 });
+
+test("extract --graph also draws the rolled graph into the run", async () => {
+  const run = path.join(tmp.dir, "with_graph");
+  const res = await torchlens(["extract", fixture("two_loops.py"), "-o", run, "--graph"]);
+  expect(res.exitCode).toBe(0);
+  const svg = readFileSync(path.join(run, "graph.svg"), "utf8");
+  expect(svg).toMatch(/<svg/);
+  expect(svg).toContain("linear_1_1");
+});

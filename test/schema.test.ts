@@ -38,7 +38,7 @@ function problems(validate: ValidateFunction, value: unknown): string[] {
 }
 
 const FIXTURE_NAMES = readdirSync(path.join(ROOT, "fixtures"))
-  .filter((f) => f.endsWith(".py") && f !== "make_inputs.py")
+  .filter((f) => f.endsWith(".py") && !f.startsWith("make_"))
   .map((f) => f.slice(0, -3))
   .sort();
 

@@ -22,6 +22,7 @@ import type {
 import { type NpzEntry, NpzWriter } from "../store/npz.js";
 import { ACTIVATIONS, fsError, LOG, MANIFEST, RunDir, sha256File } from "../store/runDir.js";
 import { formatBytes, formatMs, Progress } from "../ui/progress.js";
+import { writeGraph } from "./graph.js";
 import { onInterrupt } from "./interrupt.js";
 
 export interface ExtractOptions {
@@ -36,6 +37,8 @@ export interface ExtractOptions {
   force: boolean;
   python?: string;
   allowPickle: boolean;
+  /** --graph: also draw the rolled graph into RUN/graph.svg. */
+  graph?: boolean;
   /** --layers: what to save (the log always lists every pass). */
   layers?: string[];
   json: boolean;
@@ -437,6 +440,18 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       },
     });
     await run.commit();
+    if (opts.graph) {
+      // the graph is derived from log.json: a failed drawing does not undo the run
+      try {
+        await writeGraph(log, { out: path.join(run.target, "graph.svg"), progress });
+      } catch (err) {
+        progress.stop();
+        process.stderr.write(
+          `torchlens: warning: the run is complete but drawing its graph failed: ${(err as Error).message}\n` +
+            `fix: run torchlens graph ${path.relative(process.cwd(), run.target) || "."} (see torchlens graph --help)\n`,
+        );
+      }
+    }
     progress.stop();
     return summary;
   } catch (err) {

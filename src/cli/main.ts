@@ -110,6 +110,7 @@ export function program(): Command {
         collect,
       )
       .option("-f, --force", "replace an existing run, once the new one is complete", false)
+      .option("--graph", "also draw the rolled graph into RUN/graph.svg (torchlens graph draws others)", false)
       .option("--json", "print the summary as JSON on stdout", false),
   )
     .addHelpText("after", EXIT_HELP)
@@ -122,6 +123,7 @@ export function program(): Command {
           force: Boolean(o.force),
           json: Boolean(o.json),
           layers: o.layers as string[] | undefined,
+          graph: Boolean(o.graph),
         },
         process.argv.slice(1),
       );

@@ -42,6 +42,8 @@ export const PAD_EXTRA_ID = 0x6c74; // "tl"
 /** Pending pieces are handed to one writev once they reach this many bytes (or IOV_MAX pieces). */
 export const BATCH_BYTES = 4 << 20;
 const BATCH_PIECES = 1024;
+/** Writes in flight before a writer waits: bounds memory (batches are at most BATCH_BYTES). */
+const MAX_INFLIGHT = 8;
 /** Pieces up to this size are copied into the batch's staging buffer; larger ones never are. */
 export const COPY_MAX_BYTES = 64 << 10;
 /** A staging buffer never overflows: a batch holds < BATCH_BYTES before the last copy. */
@@ -276,7 +278,7 @@ export class NpzWriter {
       e.crc = zlib.crc32(piece, e.crc);
       const before = this.lastFlush;
       this.pushRef(batch, piece);
-      return this.lastFlush === before ? RESOLVED : before;
+      return this.lastFlush === before || this.inflight.size < MAX_INFLIGHT ? RESOLVED : before;
     }
     if (n <= this.copyMax) {
       e.crc = zlib.crc32(piece, e.crc);
@@ -286,7 +288,7 @@ export class NpzWriter {
       batch.slabUsed += n;
       batch.bytes += n;
       this.flushIfFull(batch);
-      return this.lastFlush === before ? RESOLVED : before;
+      return this.lastFlush === before || this.inflight.size < MAX_INFLIGHT ? RESOLVED : before;
     }
     this.pushRef(batch, piece);
     // After the push: if it started the write, the CRC runs while the kernel copies.
@@ -314,10 +316,11 @@ export class NpzWriter {
     }
     // The header went out with CRC 0; patch it once that write has landed (positional writes to
     // the same bytes may otherwise reorder). `head` itself may still be in use by that write.
+    // Not awaited: the next entry need not wait for this one's disk round trips; a failure
+    // poisons the writer and surfaces on a later call or in close(), which waits for it.
     const crc = Buffer.alloc(4);
     crc.writeUInt32LE(e.crc >>> 0);
-    await headBatch.done;
-    await this.track(writeAll(this.fh, [crc], e.offset + 14));
+    this.track(headBatch.done.then(() => writeAll(this.fh, [crc], e.offset + 14))).catch(() => {});
   }
 
   /**

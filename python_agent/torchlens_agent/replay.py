@@ -68,6 +68,8 @@ _MAY_IGNORE = {"where", "masked_fill", "masked_fill_", "masked_scatter", "masked
                "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
                "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "embedding_bag",
                # several outputs, each from one of several inputs: output i ignores input j
+               # indexing by a tensor: the picked values may all be equal
+               "__getitem__", "index_select", "gather", "take", "take_along_dim",
                "meshgrid", "broadcast_tensors", "atleast_1d", "atleast_2d", "atleast_3d", "block_diag"}
 
 # Ops whose output is uninitialized memory: nothing to compare, only the shape and dtype.
@@ -85,6 +87,8 @@ EXEMPT: Dict[str, Tuple[str, Callable[[str, str], bool]]] = {
                         "so its output need not depend on this argument", lambda f, pos: False),
     "uninitialized": ("the op returns uninitialized memory (torch.empty and kin): its values are arbitrary, "
                       "so only shape and dtype are checked", lambda f, pos: f in UNINITIALIZED),
+    "quantized": ("the argument is quantized: a perturbation can saturate or round back to the same output",
+                  lambda f, pos: False),
     "unperturbable": ("torchlens cannot make a perturbed copy of this argument (a per-channel quantized tensor)",
                       lambda f, pos: False),
     "empty": ("the output has no elements, or the parent has none: there is no value to change",
@@ -411,7 +415,8 @@ class ValidationSession(CaptureSession):
             if changed:
                 checks.append({"parent": pid, "position": pos, "status": "changed", "rule": None})
                 continue
-            rule = exemption(record["func"], pos, False) or self._zero_parameters(record)
+            rule = exemption(record["func"], pos, False) or self._zero_parameters(record) or \
+                ("quantized" if parents[pos].is_quantized else None)
             if rule:
                 checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": rule})
             else:

@@ -7,6 +7,7 @@
  * The models and their inputs are defined in zoo/models.py. See `node scripts/zoo.mjs --help`.
  */
 import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -41,6 +42,8 @@ and writes docs/COVERAGE.md. Runs go under $TMPDIR (default /tmp) and are remove
   --jobs N          models run at once (default 1: each model already uses the cores)
   --timeout S       seconds each of extract and validate may take (default 600)
   --mem-limit GIB   kill a model whose processes together pass this resident size (default 16)
+  --keep DIR        keep each model's run as DIR/<model> (for diagnosis) instead of removing it
+  --stale           only models with no row, or a row made by another version of the agent
   --fresh           forget earlier results (zoo/results.json) before running
   --report          only regenerate docs/COVERAGE.md from zoo/results.json
   --list            print the models and their inputs, run nothing`;
@@ -55,6 +58,8 @@ function parse() {
       timeout: { type: "string", default: "600" },
       "mem-limit": { type: "string", default: "16" },
       fresh: { type: "boolean", default: false },
+      stale: { type: "boolean", default: false },
+      keep: { type: "string" },
       report: { type: "boolean", default: false },
       list: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -64,7 +69,13 @@ function parse() {
     console.log(HELP);
     process.exit(0);
   }
-  const list = (s) => (s ? s.split(",").map((x) => x.trim()).filter(Boolean) : null);
+  const list = (s) =>
+    s
+      ? s
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean)
+      : null;
   const opts = {
     only: list(values.only),
     families: list(values.family),
@@ -73,6 +84,8 @@ function parse() {
     timeoutS: Number(values.timeout),
     memLimit: Number(values["mem-limit"]) * 2 ** 30,
     fresh: values.fresh,
+    stale: values.stale,
+    keep: values.keep ? path.resolve(values.keep) : null,
     report: values.report,
     list: values.list,
   };
@@ -88,6 +101,53 @@ function parse() {
 function usage(message) {
   console.error(`zoo: ${message}\n\n${HELP}`);
   process.exit(2);
+}
+
+// -- which torchlens ran: others edit the agent and the CLI while the zoo runs ---------------------
+
+/** The agent's Python: what it records and how it replays decide every result. (The built CLI is
+ * left out: others rebuild it all the time for changes that do not touch extract or validate;
+ * each row keeps the git commit it ran at instead.) */
+function agentFiles() {
+  const dir = path.join(ROOT, "python_agent/torchlens_agent");
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith(".py"))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+/** A short hash of the agent, so each row says which agent produced it. */
+function fingerprint() {
+  const hash = createHash("sha256");
+  for (const f of agentFiles()) {
+    hash.update(path.relative(ROOT, f));
+    hash.update(fs.readFileSync(f));
+  }
+  return hash.digest("hex").slice(0, 12);
+}
+
+function gitHead() {
+  const head = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" });
+  const dirty = spawnSync(
+    "git",
+    [
+      "status",
+      "--porcelain",
+      "python_agent/torchlens_agent",
+      "src/agent",
+      "src/cli",
+      "src/log",
+      "src/store",
+      "src/validate",
+    ],
+    {
+      cwd: ROOT,
+      encoding: "utf8",
+    },
+  );
+  if (head.status !== 0) return null;
+  return `${head.stdout.trim()}${dirty.stdout.trim() ? " + uncommitted changes" : ""}`;
 }
 
 // -- the catalogue ----------------------------------------------------------------------------------
@@ -183,7 +243,13 @@ function firstLines(text, n = 2) {
   return text
     .split("\n")
     .map((l) => l.trim())
-    .filter((l) => l && !/Warning|warnings\.warn|^\s*return _VF|Triggered internally/.test(l))
+    .filter(
+      (l) =>
+        l &&
+        !/Warning|warnings\.warn|^\s*return _VF|Triggered internally|^validating .*: running the model file/.test(
+          l,
+        ),
+    )
     .slice(0, n)
     .join(" / ");
 }
@@ -214,7 +280,10 @@ function reportFailure(report) {
     }
     const shown = [...groups.values()]
       .slice(0, 3)
-      .map((g) => `${g.first.label} [${g.first.func}]${g.n > 1 ? ` (+${g.n - 1} alike)` : ""}: ${g.first.reason}`);
+      .map(
+        (g) =>
+          `${g.first.label} [${g.first.func}]${g.n > 1 ? ` (+${g.n - 1} alike)` : ""}: ${g.first.reason}`,
+      );
     parts.push(
       `${failed.length} of ${report.counts.total} passes failed: ${shown.join("; ")}${groups.size > 3 ? `; … ${groups.size - 3} more kinds` : ""}`,
     );
@@ -243,7 +312,9 @@ function graphNotes(run) {
   const notes = [];
   if (constants.length) {
     const first = constants[0];
-    const users = first.children.slice(0, 1).map((c) => log.passes.find((p) => p.label === c)?.func);
+    const users = first.children
+      .slice(0, 1)
+      .map((c) => log.passes.find((p) => p.label === c)?.func);
     notes.push(
       `${constants.length} constant source(s) (first ${first.label} ${JSON.stringify(first.shape)} ${first.dtype}, used by ${users.join(",") || "nothing"})`,
     );
@@ -262,6 +333,8 @@ async function runModel(model, opts) {
     date: new Date().toISOString().slice(0, 10),
   };
   if (model.skip) return { ...row, status: "cannot run", reason: model.skip };
+  row.agent = fingerprint();
+  row.git = gitHead();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "torchlens-zoo-"));
   const run = path.join(tmp, "run");
   const env = { TORCHLENS_ZOO_MODEL: model.name };
@@ -292,14 +365,36 @@ async function runModel(model, opts) {
       const status = va.killed === "memory" ? "cannot run" : "failed";
       return { ...row, status, stage: "validate", reason: cliError(va, "validate", opts) };
     }
+    if (fingerprint() !== row.agent) {
+      return {
+        ...row,
+        status: "stale",
+        reason: "the agent changed between extract and validate; run it again",
+      };
+    }
     row.counts = report.counts;
     row.exemptions = report.exemptions;
+    // the failing verdicts, for diagnosis in zoo/results.json (not in the table)
+    row.failures = report.verdicts
+      .filter((v) => v.status === "failed")
+      .slice(0, 40)
+      .map((v) => ({ label: v.label, func: v.func, reason: v.reason }));
     const failure = reportFailure(report);
     if (failure) return { ...row, status: "failed", stage: "validate", reason: failure };
     return { ...row, status: "passed" };
   } catch (exc) {
-    return { ...row, status: "failed", stage: "zoo", reason: String(exc?.stack ?? exc).split("\n")[0] };
+    return {
+      ...row,
+      status: "failed",
+      stage: "zoo",
+      reason: String(exc?.stack ?? exc).split("\n")[0],
+    };
   } finally {
+    if (opts.keep) {
+      fs.mkdirSync(opts.keep, { recursive: true });
+      fs.rmSync(path.join(opts.keep, model.name), { recursive: true, force: true });
+      if (fs.existsSync(run)) fs.renameSync(run, path.join(opts.keep, model.name));
+    }
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
@@ -318,11 +413,33 @@ function fmtBytes(n) {
 }
 
 const fmtS = (s) => (s == null ? "" : s.toFixed(1));
-const cell = (s) => String(s ?? "").replaceAll("|", "\\|").replaceAll("\n", " ");
+const cell = (s) =>
+  String(s ?? "")
+    .replaceAll("|", "\\|")
+    .replaceAll("\n", " ");
+
+/** A row as the report counts it: one made by another agent than the current one is stale. */
+function current(row, agent) {
+  if (row.status === "passed" || row.status === "failed" || row.status === "cannot run") {
+    if (row.agent !== agent) {
+      const which = row.git ? `git ${row.git}` : "an earlier version";
+      return {
+        ...row,
+        status: "stale",
+        reason: `last run with another torchlens (${which}): ${row.status}`,
+      };
+    }
+  }
+  return row;
+}
 
 function coverage(cat, results) {
-  const rows = cat.models.map(
-    (m) => results[m.name] ?? { name: m.name, family: m.family, input: m.input, status: "not run" },
+  const agent = fingerprint();
+  const rows = cat.models.map((m) =>
+    current(
+      results[m.name] ?? { name: m.name, family: m.family, input: m.input, status: "not run" },
+      agent,
+    ),
   );
   const count = (s) => rows.filter((r) => r.status === s).length;
   const dates = rows.filter((r) => r.date).map((r) => r.date);
@@ -330,13 +447,18 @@ function coverage(cat, results) {
   const v = cat.versions;
   const total =
     `**${count("passed")} of ${rows.length} models pass extract + validate**: ` +
-    `${count("failed")} fail, ${count("cannot run")} cannot run on this machine, ${count("not run")} not run this time.`;
+    `${count("failed")} fail, ${count("cannot run")} cannot run on this machine, ` +
+    `${count("not run") + count("stale")} not run this time` +
+    (count("stale") ? ` (${count("stale")} of them last run with an older torchlens).` : ".");
   const lines = [
     "# Model coverage",
     "",
     `Generated by \`npm run zoo\` (scripts/zoo.mjs, models and inputs in zoo/models.py) on ${newest}`,
     `with torch ${v.torch}, torchvision ${v.torchvision}, torchaudio ${v.torchaudio ?? "(not installed)"},`,
     `Python ${v.python}; ${os.cpus().length} CPU cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB memory, CPU only.`,
+    `torchlens: git ${gitHead() ?? "(no git)"}; agent fingerprint ${agent} (a hash of`,
+    "python_agent/torchlens_agent/*.py). A row made by another agent is listed as not run this time;",
+    "each row was made at the git commit in zoo/results.json (others work on the CLI meanwhile).",
     "Every model is built with `weights=None` (and `weights_backbone=None`), in eval mode, seeded.",
     "Each row is one `torchlens extract --json` then `torchlens validate --json` through the CLI;",
     "*passed* means every pass replayed from its saved parents to its saved value, every parent",
@@ -351,12 +473,15 @@ function coverage(cat, results) {
     if (!fam.length) continue;
     const ok = fam.filter((r) => r.status === "passed").length;
     lines.push(`## ${family} (${ok} of ${fam.length} pass)`, "");
-    lines.push("| model | input | passes | layers | bytes | extract s | validate s | peak RSS | result |");
+    lines.push(
+      "| model | input | passes | layers | bytes | extract s | validate s | peak RSS | result |",
+    );
     lines.push("|---|---|---:|---:|---:|---:|---:|---:|---|");
     for (const r of fam) {
       let result = r.status;
       if (r.status === "failed") result = `**failed** (${r.stage}): ${r.reason}`;
       else if (r.status === "cannot run") result = `cannot run here: ${r.reason}`;
+      else if (r.status === "stale") result = `not run this time: ${r.reason}`;
       if (r.date && r.date !== newest) result += ` (run ${r.date})`;
       lines.push(
         `| ${cell(r.name)} | ${cell(r.input)} | ${r.passes ?? ""} | ${r.layers ?? ""} | ${fmtBytes(r.bytes)} | ` +
@@ -390,7 +515,10 @@ function loadResults(fresh) {
 }
 
 function save(cat, results) {
-  fs.writeFileSync(RESULTS, `${JSON.stringify({ versions: cat.versions, models: results }, null, 1)}\n`);
+  fs.writeFileSync(
+    RESULTS,
+    `${JSON.stringify({ versions: cat.versions, models: results }, null, 1)}\n`,
+  );
   fs.writeFileSync(COVERAGE, coverage(cat, results));
 }
 
@@ -400,7 +528,8 @@ async function main() {
   const opts = parse();
   const cat = catalogue();
   if (opts.list) {
-    for (const m of cat.models) console.log(`${m.family.padEnd(15)} ${m.name.padEnd(38)} ${m.input}`);
+    for (const m of cat.models)
+      console.log(`${m.family.padEnd(15)} ${m.name.padEnd(38)} ${m.input}`);
     return;
   }
   const results = loadResults(opts.fresh);
@@ -409,13 +538,19 @@ async function main() {
     console.log(`zoo: wrote ${path.relative(ROOT, COVERAGE)}`);
     return;
   }
+  const agentNow = fingerprint();
   const known = new Set(cat.models.map((m) => m.name));
   for (const n of opts.only ?? []) if (!known.has(n)) usage(`no model named ${n} (see --list)`);
   const todo = cat.models.filter(
     (m) =>
       (!opts.only || opts.only.includes(m.name)) &&
       (!opts.families || opts.families.includes(m.family)) &&
-      !opts.skip.includes(m.name),
+      !opts.skip.includes(m.name) &&
+      (!opts.stale ||
+        !results[m.name] ||
+        current(results[m.name], agentNow).status === "stale" ||
+        results[m.name].status === "stale" ||
+        results[m.name].status === "not run"),
   );
   console.log(`zoo: ${todo.length} models, ${opts.jobs} at a time, ${opts.timeoutS} s per step`);
   const t0 = performance.now();
@@ -436,7 +571,9 @@ async function main() {
   await Promise.all(Array.from({ length: Math.min(opts.jobs, todo.length) }, worker));
   const passed = todo.filter((m) => results[m.name].status === "passed").length;
   const mins = ((performance.now() - t0) / 60000).toFixed(1);
-  console.log(`zoo: ${passed} of ${todo.length} passed in ${mins} min; wrote ${path.relative(ROOT, COVERAGE)}`);
+  console.log(
+    `zoo: ${passed} of ${todo.length} passed in ${mins} min; wrote ${path.relative(ROOT, COVERAGE)}`,
+  );
   process.exitCode = passed === todo.length ? 0 : 1;
 }
 

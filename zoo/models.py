@@ -99,7 +99,7 @@ def _tv_entries() -> List[Entry]:
                 if name == "s3d":
                     shape = [1, 3, 16, 224, 224]  # its final pool is (2, 7, 7): needs T/8 >= 2 and 224x224
                 elif name.startswith("mvit"):
-                    kwargs.update(spatial_size=(64, 64), temporal_size=4)
+                    shape = [1, 3, 16, 224, 224]  # the builders fix the size their position embeddings take
             elif family == "optical_flow":
                 example = lambda: (_randn(1, 3, 128, 128, seed=1), _randn(1, 3, 128, 128, seed=2))  # noqa: E731
                 desc = "1x3x128x128, 1x3x128x128 (two frames)"
@@ -107,8 +107,11 @@ def _tv_entries() -> List[Entry]:
                 # weights=None with quantize=True: calibrated on random data; fbgemm is missing from
                 # this torch build, qnnpack is there.
                 kwargs.update(quantize=True, backend="qnnpack")
-                if name == "quantized_inception_v3":
-                    shape = [1, 3, 96, 96]
+                size = 96 if name == "quantized_inception_v3" else 64
+                # uniform [0, 1) like the data quantize_model calibrates on: normal inputs would
+                # saturate whole layers (every value at the end of the quantized range)
+                example = lambda size=size: torch.rand(1, 3, size, size, generator=_gen())  # noqa: E731
+                desc = f"1x3x{size}x{size} uniform [0, 1)"
             if example is None:
                 example = image(*shape)
                 desc = _describe(shape)

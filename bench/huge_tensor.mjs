@@ -17,14 +17,29 @@ if (free < gib * 2 ** 30 * 1.2) {
 const run = path.join(dir, "run");
 try {
   const t0 = performance.now();
-  const res = spawnSync("node", [path.join(root, "bin/torchlens.js"), "extract", path.join(root, "bench/models/huge_tensor.py"), "-o", run, "--json"], {
-    env: { ...process.env, TORCHLENS_HUGE_GIB: String(gib) },
-    encoding: "utf8",
-  });
+  const res = spawnSync(
+    "node",
+    [
+      path.join(root, "bin/torchlens.js"),
+      "extract",
+      path.join(root, "bench/models/huge_tensor.py"),
+      "-o",
+      run,
+      "--json",
+    ],
+    {
+      env: { ...process.env, TORCHLENS_HUGE_GIB: String(gib) },
+      encoding: "utf8",
+    },
+  );
   const secs = (performance.now() - t0) / 1000;
   if (res.status !== 0) throw new Error(`extract failed: ${res.stderr}`);
   const summary = JSON.parse(res.stdout);
-  const check = spawnSync(process.env.TORCHLENS_PYTHON || "/usr/bin/python3", ["-c", `
+  const check = spawnSync(
+    process.env.TORCHLENS_PYTHON || "/usr/bin/python3",
+    [
+      "-c",
+      `
 import json, zipfile, numpy as np, sys
 run = sys.argv[1]
 z = zipfile.ZipFile(run + "/activations.npz")
@@ -35,7 +50,11 @@ log = json.load(open(run + "/log.json"))
 out = np.load(run + "/activations.npz")[log["outputs"][0]]
 assert out.tolist() == [3.0, 3.0, 3.0], out
 print(json.dumps({"largest_entry": big.filename, "largest_bytes": big.file_size, "entries": len(z.infolist())}))
-`, run], { encoding: "utf8" });
+`,
+      run,
+    ],
+    { encoding: "utf8" },
+  );
   if (check.status !== 0) throw new Error(`read-back failed: ${check.stderr}`);
   const facts = JSON.parse(check.stdout);
   console.log(

@@ -507,11 +507,15 @@ test("immutablePieces: small pieces kept by reference still read back exactly wi
     const e = w.beginEntry("x", "<f4", [n], n * 4);
     const all = new Float32Array(n).map((_, i) => i * 0.5);
     const bytes = Buffer.from(all.buffer);
-    for (let off = 0; off < bytes.length; off += 4096) await w.write(e, bytes.subarray(off, off + 4096));
+    for (let off = 0; off < bytes.length; off += 4096)
+      await w.write(e, bytes.subarray(off, off + 4096));
     await w.endEntry(e);
     w.rename(e, "values");
     await w.close();
-    const out = execFileSync(process.env.TORCHLENS_PYTHON || "/usr/bin/python3", ["-c", `import numpy as np; a = np.load(${JSON.stringify(file)})["values"]; print(int((a == np.arange(${n}, dtype=np.float32) * 0.5).all()))`]).toString();
+    const out = execFileSync(process.env.TORCHLENS_PYTHON || "/usr/bin/python3", [
+      "-c",
+      `import numpy as np; a = np.load(${JSON.stringify(file)})["values"]; print(int((a == np.arange(${n}, dtype=np.float32) * 0.5).all()))`,
+    ]).toString();
     expect(out.trim()).toBe("1");
   } finally {
     rmSync(dir, { recursive: true, force: true });

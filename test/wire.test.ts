@@ -129,7 +129,13 @@ test("encodeFrame writes a little-endian length and a msgpack map the agent can 
 
 test("sizes past 4 GiB (msgpack uint64) decode as plain numbers, not BigInts", async () => {
   const packr = new Packr({ useRecords: false });
-  const body = Buffer.concat([packr.pack({ type: "op", id: 1 }).subarray(0, 0), Buffer.from([0x82, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa2, 0x6f, 0x70, 0xa6, 0x6e, 0x62, 0x79, 0x74, 0x65, 0x73, 0xcf, 0, 0, 0, 1, 0x20, 0, 0, 0])]);
+  const body = Buffer.concat([
+    packr.pack({ type: "op", id: 1 }).subarray(0, 0),
+    Buffer.from([
+      0x82, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa2, 0x6f, 0x70, 0xa6, 0x6e, 0x62, 0x79, 0x74, 0x65,
+      0x73, 0xcf, 0, 0, 0, 1, 0x20, 0, 0, 0,
+    ]),
+  ]);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(body.length);
   const frames: Frame[] = [];

@@ -110,7 +110,11 @@ export function program(): Command {
         collect,
       )
       .option("-f, --force", "replace an existing run, once the new one is complete", false)
-      .option("--graph", "also draw the rolled graph into RUN/graph.svg (torchlens graph draws others)", false)
+      .option(
+        "--graph",
+        "also draw the rolled graph into RUN/graph.svg (torchlens graph draws others)",
+        false,
+      )
       .option("--json", "print the summary as JSON on stdout", false),
   )
     .addHelpText("after", EXIT_HELP)

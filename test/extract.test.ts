@@ -267,7 +267,7 @@ describe("inputs", () => {
     expect(readRun(run).manifest.input).toEqual({ kind: "example" });
   });
 
-  test("a missing model file is a usage error before any Python starts", async () => {
+  test("a missing model file is a usage error at once, without waiting for Python", async () => {
     const res = await torchlens([
       "extract",
       "no/such/model.py",

@@ -1,4 +1,4 @@
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Agent } from "../src/agent/process.js";
 import { choosePython, DEFAULT_CANDIDATES } from "../src/agent/python.js";
@@ -111,4 +111,47 @@ test("the CLI with --python naming a missing file exits 2 saying it was not foun
   ]);
   expect(res.exitCode).toBe(2);
   expect(res.stderr).toMatch(/\/no\/such\/python3.*not found/);
+});
+
+describe("the agent started before the CLI's modules load", () => {
+  /** A Python that notes its pid, then runs the real one (so it is a real agent). */
+  function pythonNotingPid(pidFile: string): string {
+    const file = path.join(tmp.dir, "noting-python");
+    writeFileSync(file, `#!/bin/sh\necho $$ >> "${pidFile}"\nexec "${PYTHON}" "$@"\n`);
+    chmodSync(file, 0o755);
+    return file;
+  }
+
+  /** Running, not a zombie (a killed child whose new parent, in a container, may never reap it). */
+  const alive = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
+    } catch {
+      return false;
+    }
+  };
+
+  test("a command that fails before using it exits at once and leaves no agent running", async () => {
+    const pidFile = path.join(tmp.dir, "early.pid");
+    const res = await torchlens(["extract", "no/such/model.py", "-o", path.join(tmp.dir, "nope")], {
+      env: { TORCHLENS_PYTHON: pythonNotingPid(pidFile) },
+    });
+    expect(res.exitCode).toBe(2);
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    expect(pid).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(alive(pid)).toBe(false);
+  });
+
+  test("extract adopts it: one agent process serves the whole run", async () => {
+    const pidFile = path.join(tmp.dir, "adopted.pid");
+    const run = path.join(tmp.dir, "adopted_run");
+    const res = await torchlens(
+      ["extract", fixture("cnn.py"), "--input", fixture("cnn_input.pt"), "-o", run, "--json"],
+      { env: { TORCHLENS_PYTHON: pythonNotingPid(pidFile) } },
+    );
+    expect(res.exitCode).toBe(0);
+    // started once, early, and used: not a second interpreter for the same Python
+    expect(readFileSync(pidFile, "utf8").trim().split("\n")).toHaveLength(1);
+  }, 60_000);
 });

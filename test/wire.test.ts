@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { Readable } from "node:stream";
 import { Packr } from "msgpackr";
 import {
+  DATA_SLICE_BYTES,
   encodeFrame,
   type Frame,
   MAX_HEADER_BYTES,
@@ -119,6 +120,48 @@ describe("readFrames on bad input", () => {
     expect(Buffer.concat([...frames[1].payload, ...frames[2].payload])).toEqual(
       Buffer.concat([a, b]),
     );
+  });
+});
+
+describe("readFrames hands on a large data frame as it arrives", () => {
+  const packr = new Packr({ useRecords: false });
+  const size = 3 * DATA_SLICE_BYTES + 12345;
+  const payload = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) payload[i] = (i * 7) & 0xff;
+  const body = packr.pack({ type: "data", id: 3, nbytes: size });
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(body.length);
+  const tail = packr.pack({ type: "done" });
+  const tailLen = Buffer.alloc(4);
+  tailLen.writeUInt32LE(tail.length);
+  const bytes = Buffer.concat([len, body, payload, tailLen, tail]);
+
+  test("the pieces of one data frame concatenate to its payload, each header giving its own size", async () => {
+    const frames = await parse(bytes, [64 << 10]);
+    const data = frames.filter((f) => f.header.type === "data");
+    expect(data.length).toBeGreaterThan(1);
+    for (const f of data) {
+      expect(f.header.id).toBe(3);
+      expect(f.header.nbytes).toBe(f.payload.reduce((n, p) => n + p.length, 0));
+    }
+    expect(Buffer.concat(data.flatMap((f) => f.payload)).equals(payload)).toBe(true);
+    expect(frames.at(-1)?.header.type).toBe("done");
+  });
+
+  test("the first piece comes out before the rest of the frame is read", async () => {
+    let pulled = 0;
+    async function* chunks() {
+      for (let off = 0; off < bytes.length; off += 64 << 10) {
+        pulled = off + (64 << 10);
+        yield bytes.subarray(off, off + (64 << 10));
+      }
+    }
+    for await (const f of readFrames(chunks())) {
+      if (f.header.type === "data") {
+        expect(pulled).toBeLessThanOrEqual(DATA_SLICE_BYTES + (128 << 10));
+        break;
+      }
+    }
   });
 });
 

@@ -1,10 +1,9 @@
 /**
  * Real architectures nobody here wrote, through the real CLI: extract, then validate must pass.
  * A few zoo models (zoo/models.py, the models `npm run zoo` runs) and the tricky fixtures
- * (fixtures/tricky_*.py). Cases that fail today because of a known agent bug are `test.failing`,
- * each with the bug named; when the agent is fixed, Jest reports them and they become `test`.
+ * (fixtures/tricky_*.py), each of which once broke capture or validation.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { RunLog } from "../src/log/types.js";
 import type { ValidationReport } from "../src/validate/report.js";
@@ -123,39 +122,29 @@ describeAudio("torchaudio models extract and validate", () => {
     expectValid(await zoo("wav2vec2_base"));
   }, 180_000);
 
-  // Bug: the positional convolution's weight comes from weight_norm's `torch._weight_norm`, a
-  // private function (skipped by the "_" prefix rule) that torch.nn.utils.weight_norm imported by
-  // name, so the weight enters the log as a `constant` with no edge to weight_g / weight_v.
-  test.failing("an audio model's graph is whole: wav2vec2_base's weight norm is an op", async () => {
+  // The positional convolution's weight comes from weight_norm's `torch._weight_norm`, a private
+  // function that torch.nn.utils.weight_norm imported by name: it must be an op, with edges to
+  // weight_g / weight_v, not a `constant`.
+  test("an audio model's graph is whole: wav2vec2_base's weight norm is an op", async () => {
     expectConnected(await zoo("wav2vec2_base"));
   }, 180_000);
 });
 
 // -- tricky fixtures -----------------------------------------------------------------------------
 
-/** Each tricky fixture, and which of its checks fail today and why (null: all pass). */
-const TRICKY: Record<string, { valid: string | null; connected: string | null }> = {
-  tricky_autograd_function: { valid: null, connected: null },
-  tricky_no_grad: { valid: null, connected: null },
-  tricky_einsum: { valid: null, connected: null },
-  tricky_scatter_gather: { valid: null, connected: null },
-  tricky_properties: { valid: null, connected: null },
-  tricky_model_calls_model: { valid: null, connected: null },
-  tricky_dynamic_modules: { valid: null, connected: null },
-  tricky_embedding: { valid: null, connected: null },
-  tricky_where: { valid: null, connected: null },
-  tricky_view_inplace: { valid: null, connected: null },
-  // Bug: `torch._VF._pack_padded_sequence` / `_pad_packed_sequence` are skipped by the "_" prefix
-  // rule in capture.py (_SKIP_PREFIXES), so the LSTM's packed input and the unpacked output are
-  // `constant` sources with no edge back to the input.
-  tricky_packed_lstm: { valid: null, connected: "private _VF ops not wrapped" },
-  // Bug: a @torch.jit.script function runs outside the wrappers (torch._C.ScriptFunction.__call__
-  // is not wrapped); its output is a `constant`.
-  tricky_scripted: { valid: null, connected: "torch.jit.ScriptFunction calls not wrapped" },
-};
+/** Every tricky fixture: each one is a pattern that once broke capture or validation. */
+const TRICKY = readdirSync(path.join(ROOT, "fixtures"))
+  .filter((f) => /^tricky_.*\.py$/.test(f))
+  .map((f) => f.slice(0, -3))
+  .sort();
 
-describe.each(Object.keys(TRICKY))("%s", (name) => {
-  const known = TRICKY[name];
+test("the tricky fixtures are there to check", () => {
+  expect(TRICKY).toEqual(
+    expect.arrayContaining(["tricky_packed_lstm", "tricky_scripted", "tricky_tensor_from_tensors"]),
+  );
+});
+
+describe.each(TRICKY)("%s", (name) => {
   let outcome: Promise<Outcome> | null = null;
   const once = () => {
     outcome ??= extractAndValidate(name, fixture(`${name}.py`), [
@@ -164,11 +153,7 @@ describe.each(Object.keys(TRICKY))("%s", (name) => {
     ]);
     return outcome;
   };
-  const validTest = known.valid ? test.failing : test;
-  validTest("extracts and validates", async () => expectValid(await once()));
-  const connectedTest = known.connected ? test.failing : test;
-  connectedTest(
-    "records a whole graph: no constants, every output reached from an input",
-    async () => expectConnected(await once()),
-  );
+  test("extracts and validates", async () => expectValid(await once()));
+  test("records a whole graph: no constants, every output reached from an input", async () =>
+    expectConnected(await once()));
 });

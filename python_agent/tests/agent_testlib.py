@@ -31,12 +31,12 @@ class FrameCollector:
     def send(self, header: Dict[str, Any], *, flush: bool = False) -> None:
         self.frames.append(dict(header))
 
-    def send_data(self, pass_id: int, payload: memoryview) -> None:
+    def send_data(self, pass_id: int, payload: memoryview, owned: bool = False) -> None:
         data = bytes(payload)
         self.frames.append({"type": "data", "id": pass_id, "nbytes": len(data)})
         self.payloads.setdefault(pass_id, bytearray()).extend(data)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
         pass
 
 

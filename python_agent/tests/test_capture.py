@@ -563,3 +563,36 @@ def test_a_submodule_exception_caught_inside_forward_leaves_the_module_stack_cle
     assert cap.one("__mul__")["modules"] == [["", 1]]
     assert [m["address"] for m in cap.modules] == [""], "a module that raised sent a module record"
     assert cap.session.module_stack == [] and cap.session.paused == 0
+
+
+# -- private torch functions and TorchScript ---------------------------------------------------------
+
+def test_pack_padded_sequence_records_the_private_vf_ops_that_carry_the_values(device):
+    rnn = nn.GRU(3, 4, batch_first=True)
+
+    def forward(x):
+        packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([3, 2]), batch_first=True)
+        out, _ = rnn(packed)
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]
+
+    cap = capture(Fn(forward, rnn=rnn).to(device), torch.randn(2, 3, 3, device=device))
+    assert not cap.of_kind("constant"), cap.funcs()
+    pack = cap.named("_pack_padded_sequence")
+    (ix,) = ids_of(cap.of_kind("input"))
+    assert any([ix, "0"] in r["parents"] for r in pack)
+    assert cap.named("_pad_packed_sequence")
+
+
+def test_a_torchscript_function_call_is_one_op_with_its_arguments_as_parents(device):
+    @torch.jit.script
+    def fused(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * y + 1.0
+
+    cap = capture(Fn(lambda x: fused(x, x * 2)), torch.randn(2, 3, device=device))
+    call = cap.one("fused")
+    doubled = cap.one("__mul__")
+    (ix,) = ids_of(cap.of_kind("input"))
+    assert call["parents"] == [[ix, "0"], [doubled["id"], "1"]]
+    assert not cap.of_kind("constant")
+    out_id, = cap.output_ids()
+    assert cap.producer(out_id)["id"] == call["id"]

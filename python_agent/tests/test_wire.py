@@ -390,3 +390,50 @@ def test_extract_on_cuda_records_cuda_devices(tmp_path, cuda_device):
     linear = ops[1]
     assert np.array_equal(run.array(inp["id"]), random_inputs([[2, 4]], "float32", 0)[0][0].numpy())
     assert linear["shape"] == [2, 3] and run.array(linear["id"]).dtype == np.float32
+
+
+# -- the writer thread ------------------------------------------------------------------------------
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_bytes_of_a_tensor_changed_in_place_after_sending_arrive_as_they_were_sent():
+    import threading
+
+    from agent_testlib import parse_frames
+    from torchlens_agent.wire import Wire
+
+    read_fd, write_fd = os.pipe()
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("bytes", _read_all(read_fd)))
+    reader.start()
+    wire = Wire(os.open(os.devnull, os.O_RDONLY), write_fd)
+    big = np.arange(CHUNK_BYTES // 4 + 1000, dtype=np.float32)  # two data frames, the first a full chunk
+    sent = big.copy()
+    wire.send({"type": "op", "id": 1, "nbytes": big.nbytes})
+    wire.send_data(1, big.view(np.uint8).data)
+    big[:] = -1  # the model goes on and writes into the tensor
+    wire.send({"type": "done"}, flush=True)
+    os.close(write_fd)
+    reader.join()
+    frames = parse_frames(got["bytes"])
+    assert [h["type"] for h, _ in frames] == ["op", "data", "data", "done"]
+    payload = b"".join(p for h, p in frames if h["type"] == "data")
+    assert np.array_equal(np.frombuffer(payload, dtype=np.float32), sent)
+
+
+def test_a_closed_pipe_surfaces_as_wire_closed_on_a_later_send():
+    from torchlens_agent.wire import Wire, WireClosed
+
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    wire = Wire(os.open(os.devnull, os.O_RDONLY), write_fd)
+    with pytest.raises(WireClosed):
+        wire.send({"type": "op", "id": 1}, flush=True)
+        wire.send({"type": "op", "id": 2}, flush=True)

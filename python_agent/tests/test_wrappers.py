@@ -239,3 +239,62 @@ def test_model_file_using_torch_jit_script_at_import_loads_and_runs(run_extract)
     errors = [h for h in headers if h["type"] == "error"]
     assert not errors, errors[0]["message"]
     assert rc == 0 and headers[-1]["type"] == "done"
+
+
+def _tensor_of_scalars():
+    return torch.tensor([torch.tensor(1.5), torch.tensor(2.5)])
+
+
+def test_tensors_stay_non_sequences_while_wrapped_and_after_restore():
+    # Wrapping Tensor.__getitem__ in Python fills the type's sequence slot; torch.tensor of a list
+    # of 0-d tensors then calls len() on them and raises "len() of a 0-d tensor".
+    wrappers = Wrappers()
+    wrappers.install()
+    try:
+        assert _tensor_of_scalars().tolist() == [1.5, 2.5]
+        assert torch.arange(6).view(2, 3)[1, 2].item() == 5  # indexing still goes through the wrapper
+    finally:
+        wrappers.restore()
+    assert _tensor_of_scalars().tolist() == [1.5, 2.5]
+
+
+def test_restore_puts_back_script_function_call():
+    script_function = getattr(torch._C, "ScriptFunction", None)
+    if script_function is None:
+        pytest.skip("no torch._C.ScriptFunction in this torch")
+    before = vars(script_function)["__call__"]
+    wrappers = Wrappers()
+    wrappers.install()
+    assert vars(script_function)["__call__"] is not before
+    wrappers.restore()
+    assert vars(script_function)["__call__"] is before
+
+
+WEIGHT_NORM_MODEL = """
+import torch
+from torch import nn
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.utils.weight_norm(nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.l(x)
+
+model = M()
+"""
+
+
+def test_weight_norm_weight_is_an_op_of_weight_g_and_weight_v_not_a_constant(run_extract):
+    weight_norm_module = sys.modules["torch.nn.utils.weight_norm"]
+    private_before = weight_norm_module._weight_norm
+    headers, rc = run_extract(WEIGHT_NORM_MODEL)
+    assert rc == 0, [h for h in headers if h["type"] == "error"]
+    ops = [h for h in headers if h["type"] == "op"]
+    assert not [h for h in ops if h["kind"] == "constant"]
+    (norm,) = [h for h in ops if h["func"] == "_weight_norm"]
+    assert set(norm["params"]) == {"l.weight_g", "l.weight_v"}
+    (linear,) = [h for h in ops if h["func"] == "linear"]
+    assert [norm["id"], "1"] in linear["parents"]
+    assert weight_norm_module._weight_norm is private_before  # the library's name is put back

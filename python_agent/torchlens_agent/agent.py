@@ -48,3 +48,8 @@ def main() -> int:
             return 2
     except WireClosed:
         return 1
+    finally:
+        try:  # everything queued leaves before the process does
+            wire.flush(wait=True)
+        except WireClosed:
+            pass

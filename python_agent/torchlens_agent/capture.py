@@ -15,10 +15,15 @@ outputs no inner call produced, so internals stay visible and nothing is recorde
 All mutable state of one forward pass lives in the `CaptureSession`.
 """
 
+import ctypes
+import functools
+import gc
 import inspect
 import itertools
-import re
 import math
+import os
+import re
+import sys
 import time
 import types
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -63,6 +68,16 @@ _SKIP_NAMES = frozenset(
     """.split()
 )
 _SKIP_PREFIXES = ("is_", "set_", "get_", "use_", "are_", "has_", "_")
+# Private C functions of torch that torch's own Python calls and that compute tensors
+# (`_VF._pack_padded_sequence`, `torch._weight_norm`, `torch._unique2`): ops, except these.
+_PRIVATE_SKIP = frozenset("_assert _assert_async _has_compatible_shallow_copy_type _use_cudnn_rnn_flatten_weight "
+                          "_cudnn_rnn_flatten_weight _is_functional_tensor _sync _enable_functionalization "
+                          "_disable_functionalization".split())
+
+
+def _is_private_op_name(name: str) -> bool:
+    return (name.startswith("_") and not name.startswith("__") and name not in _PRIVATE_SKIP
+            and _is_op_name(name[1:]))
 
 # Tensor attributes that are not ops (metadata, conversions out of torch, autograd plumbing).
 _TENSOR_SKIP = frozenset(
@@ -211,10 +226,19 @@ def tensor_bytes(t: Tensor) -> Tuple[np.ndarray, Optional[str]]:
         d = d.to(_SUBSTITUTES[d.dtype])
     if d.device.type != "cpu":
         d = d.cpu()
-    if hasattr(d, "resolve_conj"):
+    if d.is_complex() and hasattr(d, "resolve_conj"):  # only complex tensors carry conj/neg bits
         d = d.resolve_conj().resolve_neg()
     arr = d.contiguous().numpy()
     return arr, note
+
+
+def _is_own_copy(arr: np.ndarray, t: Tensor) -> bool:
+    """arr is memory that tensor_bytes made (a conversion, a copy off the GPU), which nothing in the
+    model can change: it may be sent without another copy."""
+    try:
+        return arr.ctypes.data != t.data_ptr()
+    except RuntimeError:  # tensors without plain storage (sparse): copy to be safe
+        return False
 
 
 def _descr(arr: np.ndarray) -> str:
@@ -279,6 +303,7 @@ class CaptureSession:
                 if b is not None:
                     self.buffer_address.setdefault(id(b), prefix + bname)
         self._keep: List[Any] = [model]  # objects whose ids we rely on stay alive
+        self._device_names: Dict[torch.device, str] = {}
         self.selection = SavePlan(save, set(self.module_address.values()))
         # set by validation (replay.py): called instead of the plain record path
         self.replay: Optional[Callable[..., Any]] = None
@@ -303,7 +328,11 @@ class CaptureSession:
         """Fill in a record's tensor facts, send it, and its bytes when saving."""
         record["shape"] = list(t.shape)
         record["dtype"] = dtype_name(t.dtype)
-        record["device"] = str(t.device)
+        device = t.device
+        name = self._device_names.get(device)
+        if name is None:
+            name = self._device_names[device] = str(device)
+        record["device"] = name
         if self.selection.wants(record):
             arr, note = tensor_bytes(t)
             record["stored_dtype"] = _descr(arr)
@@ -312,7 +341,8 @@ class CaptureSession:
                 record["note"] = note
             self.wire.send(record)
             if arr.nbytes:
-                self.wire.send_data(record["id"], memoryview(arr.reshape(-1).view(np.uint8).data))
+                self.wire.send_data(record["id"], memoryview(arr.reshape(-1).view(np.uint8).data),
+                                    owned=_is_own_copy(arr, t))
         else:
             record["stored_dtype"] = None
             record["nbytes"] = 0
@@ -558,6 +588,7 @@ class Wrappers:
     def install(self) -> None:
         if self.installed:
             return
+        self._sq_item = _sq_item(Tensor)
         switch = self.switch
         by_id = self._by_id  # one wrapper per function object, whatever namespace holds it
         for qualprefix, ns in NAMESPACES:
@@ -574,8 +605,15 @@ class Wrappers:
         if vf is not None:
             for name in dir(torch._C._VariableFunctions):
                 orig = getattr(torch._C._VariableFunctions, name, None)
-                if _is_op_name(name) and isinstance(orig, _FUNCTION_TYPES):
+                private = _is_private_op_name(name)
+                if (_is_op_name(name) or private) and isinstance(orig, _FUNCTION_TYPES):
                     self._replace(vf, name, self._wrapper_for(orig, name, f"torch._VF.{name}", by_id))
+                    if private and vars(torch).get(name) is orig:  # torch._weight_norm & co.
+                        self._replace(torch, name, self._wrapper_for(orig, name, f"torch.{name}", by_id))
+        # TorchScript functions (@torch.jit.script) run their ops in C++: the call is one op.
+        script_function = getattr(torch._C, "ScriptFunction", None)
+        if script_function is not None:
+            self._replace(script_function, "__call__", _make_script_call(script_function.__call__, switch))
         tensor_dict = vars(Tensor)
         for name in _TENSOR_PAUSE:
             self._replace(Tensor, name, _make_pausing(getattr(Tensor, name), switch), tensor_dict)
@@ -595,6 +633,7 @@ class Wrappers:
         self._wrap_op_namespaces()
         function = torch.autograd.Function
         self._replace(function, "apply", _make_function_apply(inspect.getattr_static(function, "apply"), switch))
+        _set_sq_item(Tensor, self._sq_item)  # tensors stay non-sequences (see _sq_item)
         self.installed = True
 
     def _wrap_op_namespaces(self) -> None:
@@ -663,7 +702,69 @@ class Wrappers:
                 setattr(owner, name, original)
         self._saved.clear()
         self._by_id.clear()
+        _set_sq_item(Tensor, getattr(self, "_sq_item", None))
         self.installed = False
+
+
+def _make_script_call(orig_call: Callable, switch: _Switch) -> Callable:
+    """`ScriptFunction.__call__`: one op named after the scripted function."""
+    def call(fn, *args, **kwargs):
+        s = switch.session
+        if s is None or s.paused:
+            return orig_call(fn, *args, **kwargs)
+        name = getattr(fn, "name", "script")
+        qualname = f"torch.jit.{getattr(fn, 'qualified_name', name)}"
+        return _make_wrapper(functools.partial(orig_call, fn), name, qualname, switch)(*args, **kwargs)
+
+    call._tl_wrapper = True  # type: ignore[attr-defined]
+    return call
+
+
+# -- the sequence slot of torch.Tensor ---------------------------------------------------------------
+#
+# Setting a Python `__getitem__` on torch.Tensor (our wrapper) makes CPython fill the type's
+# sequence slot `sq_item` too, and deleting it again does not clear it: from then on every tensor
+# passes PySequence_Check, and torch.tensor([t0, t1]) with 0-d tensors calls len() on them and
+# raises "len() of a 0-d tensor". Indexing goes through the mapping slot, so the sequence slot can
+# be put back as it was, which only ctypes can do.
+
+class _SequenceMethods(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "sq_length", "sq_concat", "sq_repeat", "sq_item", "was_sq_slice", "sq_ass_item", "was_sq_ass_slice",
+        "sq_contains", "sq_inplace_concat", "sq_inplace_repeat")]
+
+
+# PyTypeObject: ob_refcnt, ob_type, ob_size, then tp_name, tp_basicsize, tp_itemsize, tp_dealloc,
+# tp_vectorcall_offset, tp_getattr, tp_setattr, tp_as_async, tp_repr, tp_as_number, tp_as_sequence
+_AS_SEQUENCE = ctypes.sizeof(ctypes.c_ssize_t) * 3 + ctypes.sizeof(ctypes.c_void_p) * 10
+
+
+def _sequence_methods(cls: type) -> Optional[_SequenceMethods]:
+    if sys.implementation.name != "cpython" or not _layout_as_expected(cls):
+        return None
+    address = ctypes.c_void_p.from_address(id(cls) + _AS_SEQUENCE).value
+    return _SequenceMethods.from_address(address) if address else None
+
+
+def _layout_as_expected(cls: type) -> bool:
+    """The type object starts as assumed (not a free-threaded or debug build): its tp_name, right
+    after the object header, is the class's name."""
+    try:
+        name = ctypes.c_char_p.from_address(id(cls) + ctypes.sizeof(ctypes.c_ssize_t) * 3).value
+    except (ValueError, OSError):
+        return False
+    return name is not None and name.decode(errors="replace").split(".")[-1] == cls.__name__
+
+
+def _sq_item(cls: type) -> Optional[int]:
+    methods = _sequence_methods(cls)
+    return methods.sq_item if methods is not None else None
+
+
+def _set_sq_item(cls: type, value: Optional[int]) -> None:
+    methods = _sequence_methods(cls)
+    if methods is not None:
+        methods.sq_item = value
 
 
 def _make_function_apply(orig_apply: Any, switch: _Switch) -> classmethod:
@@ -705,10 +806,28 @@ def run_captured(wrappers: Wrappers, session: CaptureSession, model: nn.Module, 
                  kwargs: Dict[str, Any]) -> Tuple[Any, float]:
     """One forward pass under capture. Returns (output, forward seconds)."""
     session.add_inputs(args, kwargs)
+    profile_path = os.environ.get("TORCHLENS_AGENT_PROFILE")  # cProfile of the captured forward
+    profiler = None
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
     wrappers.switch.session = session
+    # Everything alive now (torch, the model, the inputs) lives through the forward pass: moved out
+    # of the collector's generations, the collections that the records' allocations trigger do not
+    # walk it again and again (about 40% of the per-op cost on small-op models).
+    gc.freeze()
     t0 = time.perf_counter()
     try:
+        if profiler is not None:
+            profiler.enable()
         out = model(*args, **kwargs)
     finally:
+        if profiler is not None:
+            profiler.disable()
         wrappers.switch.session = None
-    return out, time.perf_counter() - t0
+        gc.unfreeze()
+    elapsed = time.perf_counter() - t0
+    if profiler is not None and profile_path:
+        profiler.dump_stats(profile_path)
+    return out, elapsed

@@ -52,13 +52,21 @@ class Loaded:
         # Wrap only now, so TorchScript compiled at import or build time meets torch as it is; then
         # point the user's own `from torch import relu` names at the wrappers too.
         wrappers.install()
-        wrappers.rebind(_user_modules(self.module, set(sys.modules) - before))
+        wrappers.rebind(_user_modules(self.module, set(sys.modules) - before) + _library_modules())
         stage["phase"] = "input"
         self.device = resolve_device(request.get("device") or "cpu")
         args, kwargs = _inputs(request, self.module, self.seed)
         self.model = self.model.to(self.device)
         self.args, self.kwargs = to_device(args, self.device), to_device(kwargs, self.device)
         wire.send(_model_frame(self.model, self.device, self.seed), flush=True)
+
+
+def _library_modules() -> list:
+    """torch's, torchvision's and torchaudio's own Python modules: names they imported from torch
+    (`from torch import _weight_norm` in torch.nn.utils.weight_norm) must reach the wrappers too."""
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and name.split(".")[0] in ("torch", "torchvision", "torchaudio")
+            and name not in ("torch", "torch._VF") and not name.startswith("torch._C")]
 
 
 def _user_modules(main, new_names) -> list:

@@ -11,7 +11,9 @@ Sources are checked too: inputs, buffers and constants against the live tensors,
 the value the model returned.
 """
 
+import faulthandler
 import io
+import os
 import struct
 import time
 import zipfile
@@ -70,7 +72,11 @@ _MAY_IGNORE = {"where", "masked_fill", "masked_fill_", "masked_scatter", "masked
                # several outputs, each from one of several inputs: output i ignores input j
                # indexing by a tensor: the picked values may all be equal
                "__getitem__", "index_select", "gather", "take", "take_along_dim",
-               "meshgrid", "broadcast_tensors", "atleast_1d", "atleast_2d", "atleast_3d", "block_diag"}
+               "meshgrid", "broadcast_tensors", "atleast_1d", "atleast_2d", "atleast_3d", "block_diag",
+               # which boxes survive need not move with their values
+               "nms", "batched_nms"}
+
+_REMAINDER = {"__mod__", "__imod__", "remainder", "remainder_", "fmod", "fmod_"}
 
 # Ops whose output is uninitialized memory: nothing to compare, only the shape and dtype.
 UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
@@ -85,12 +91,17 @@ EXEMPT: Dict[str, Tuple[str, Callable[[str, str], bool]]] = {
                    lambda f, pos: f in _MAY_IGNORE),
     "zero-parameters": ("a parameter the op uses is all zeros (an initialisation such as ViT's zeroed head), "
                         "so its output need not depend on this argument", lambda f, pos: False),
+    "remainder-by-one": ("an integer remainder by 1 or -1 is 0 whatever the dividend (keypoint R-CNN's `pos % w` "
+                         "for a heatmap one pixel wide)", lambda f, pos: False),  # applied by the check: needs the divisor
     "uninitialized": ("the op returns uninitialized memory (torch.empty and kin): its values are arbitrary, "
                       "so only shape and dtype are checked", lambda f, pos: f in UNINITIALIZED),
     "quantized": ("the argument is quantized: a perturbation can saturate or round back to the same output",
                   lambda f, pos: False),
     "unperturbable": ("torchlens cannot make a perturbed copy of this argument (a per-channel quantized tensor)",
                       lambda f, pos: False),
+    "other-output": ("this output of a multi-output call does not depend on the argument; another output of the "
+                     "same call does (unbind, pack_padded_sequence's batch sizes, embedding_bag's offsets)",
+                     lambda f, pos: False),  # applied by the check, which sees every output of the call
     "empty": ("the output has no elements, or the parent has none: there is no value to change",
               lambda f, pos: False),  # applied where the check finds an empty tensor, not by name
 }
@@ -102,9 +113,19 @@ def exemption(func: str, position: str, changed: Optional[bool]) -> Optional[str
     for name in _UNCONDITIONAL:
         if EXEMPT[name][1](func, position):
             return name
-    if changed is False and EXEMPT["may-ignore"][1](func, position):
+    if changed is False and (EXEMPT["may-ignore"][1](func, position)
+                             or EXEMPT["may-ignore"][1](_out_of_place(func), position)):
         return "may-ignore"
     return None
+
+
+def _out_of_place(func: str) -> str:
+    """The out-of-place op an in-place one mirrors: `__ior__` → `__or__`, `clamp_` → `clamp`."""
+    if func.startswith("__i") and func.endswith("__") and func not in ("__init__", "__index__", "__invert__"):
+        return "__" + func[3:]
+    if func.endswith("_") and not func.endswith("__"):
+        return func[:-1]
+    return func
 
 
 # -- reading the run's arrays -------------------------------------------------------------------------
@@ -376,13 +397,24 @@ class ValidationSession(CaptureSession):
             verdict.update(status="failed", reason=f"replay differs from the {source}: {result['reason']}")
             return
         if self.check_dependence:
-            self._check_dependence(record, parents, replay, got, expected["dtype"], verdict)
+            self._check_dependence(record, parents, replay, got, expected["dtype"], verdict,
+                                   outputs_in_order(out) if record["out_index"] is not None else None)
+
+    @staticmethod
+    def _remainder_by_one(record: Dict[str, Any], position: str) -> Optional[str]:
+        """`x % 1`: the dividend (argument 0) cannot matter when the divisor (a number) is ±1."""
+        if record["func"] not in _REMAINDER or position != "0":
+            return None
+        divisor = record["args"].get("1", record["args"].get("k:other"))
+        return "remainder-by-one" if divisor in (1, -1) and not isinstance(divisor, bool) else None
 
     def _zero_parameters(self, record: Dict[str, Any]) -> Optional[str]:
         return "zero-parameters" if any(_all_zero(self._params.get(a)) for a in record["params"]) else None
 
-    def _check_dependence(self, record, parents, replay, reference: np.ndarray, dtype: str, verdict) -> None:
+    def _check_dependence(self, record, parents, replay, reference: np.ndarray, dtype: str, verdict,
+                          full_reference: Optional[List[Tensor]] = None) -> None:
         checks = verdict["dependence"]
+        other_output: set = set()  # parents that moved another output of the same call
         if reference.size == 0:  # nothing to change: an empty output depends on nothing's values
             checks.extend({"parent": pid, "position": pos, "status": "exempt", "rule": "empty"} for pid, pos in record["parents"])
             return
@@ -404,19 +436,31 @@ class ValidationSession(CaptureSession):
             for other_pid, other_pos in record["parents"]:
                 if other_pid == pid:
                     replacements[other_pos] = _fresh(perturbed)
-            try:
-                with torch.no_grad():
-                    out = replay(replacements)
-                changed_t = get_at(out, record["out_index"]) if record["out_index"] is not None else out
-                got, _ = tensor_bytes(changed_t)
-                changed = not _identical(got, reference)
-            except Exception:  # noqa: BLE001 - the op reads this argument's values: it raised on others
-                changed = True
+            def attempt(pid: int = pid, replacements: Dict[str, Tensor] = replacements) -> bool:
+                try:
+                    with torch.no_grad():
+                        out = replay(replacements)
+                    changed_t = get_at(out, record["out_index"]) if record["out_index"] is not None else out
+                    got, _ = tensor_bytes(changed_t)
+                    if not _identical(got, reference):
+                        return True
+                    if full_reference is not None and _any_changed(out, full_reference):
+                        other_output.add(pid)
+                    return False
+                except Exception:  # noqa: BLE001 - the op reads this argument's values: it raised on others
+                    return True
+
+            # Kernels from extensions (torchvision's roi_align, ...) may not check their inputs: a
+            # perturbed box whose batch index is out of range crashes the process. Those replay in a
+            # forked child; a child that dies counts as a change (it read the values).
+            changed = _isolated(attempt) if _foreign(record) else attempt()
             if changed:
                 checks.append({"parent": pid, "position": pos, "status": "changed", "rule": None})
                 continue
             rule = exemption(record["func"], pos, False) or self._zero_parameters(record) or \
-                ("quantized" if parents[pos].is_quantized else None)
+                self._remainder_by_one(record, pos) or \
+                ("quantized" if parents[pos].is_quantized else None) or \
+                ("other-output" if pid in other_output else None)
             if rule:
                 checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": rule})
             else:
@@ -426,6 +470,44 @@ class ValidationSession(CaptureSession):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+def _foreign(record: Dict[str, Any]) -> bool:
+    """An op from a C++ extension rather than torch itself (torch.ops.<namespace> other than aten)."""
+    qualname = record.get("qualname") or ""
+    return qualname.startswith("torch.ops.") and not qualname.startswith("torch.ops.aten.")
+
+
+def _isolated(attempt: Callable[[], bool]) -> bool:
+    """attempt() in a forked child, so that a crash in it cannot take the agent down; a child that
+    dies before answering counts as True (the perturbation changed something: it crashed)."""
+    if not hasattr(os, "fork"):
+        return attempt()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one byte of answer, and never back into the agent
+        code = 1
+        try:
+            os.close(read_end)
+            faulthandler.disable()  # a crash here is an answer, not something to report
+            torch.set_num_threads(1)
+            os.write(write_end, b"1" if attempt() else b"0")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        answer = os.read(read_end, 1)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    return answer != b"0"
+
+
+def _any_changed(out: Any, reference: List[Tensor]) -> bool:
+    now = outputs_in_order(out)
+    return len(now) != len(reference) or any(
+        not _identical(tensor_bytes(a)[0], tensor_bytes(b)[0]) for a, b in zip(now, reference))
+
 
 def _fresh(t: Tensor) -> Tensor:
     """A copy an in-place replay may write to (quantized tensors cannot be cloned; ops on them

@@ -5,22 +5,100 @@ private descriptors so that nothing the user's code prints or reads can reach th
 """
 
 import os
+import queue
 import struct
 import sys
+import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import msgpack
+import numpy as np
 
 CHUNK_BYTES = 16 << 20  # one data frame's payload at most
 MAX_HEADER = 16 << 20
 _FLUSH_BYTES = 256 << 10  # small frames are batched up to this size...
 _FLUSH_SECONDS = 0.05  # ...or this age, so the CLI's progress keeps moving
+_INLINE_BYTES = 64 << 10  # payloads up to this size are copied into the batch: a copy costs less than a write
 _LEN = struct.Struct("<I")
 
 
 class WireClosed(Exception):
     """The CLI closed its end of the pipe."""
+
+
+class _Writer:
+    """Writes to the pipe from a thread of its own, so the forward pass goes on computing while the
+    bytes of earlier passes are still on their way (os.write releases the GIL).
+
+    Items are written in the order they are queued. A tensor's bytes are queued as a copy in one of
+    a few reusable buffers (the tensor may change in place after it is recorded), so what waits in
+    the queue stays under POOL_BUFFERS x CHUNK_BYTES whatever the size of the activations; bytes
+    the agent made itself (`owned`) are queued as they are.
+    """
+
+    POOL_BUFFERS = 3
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.items: "queue.Queue[Optional[Tuple[memoryview, Optional[np.ndarray]]]]" = queue.Queue()
+        self.free: "queue.Queue[np.ndarray]" = queue.Queue()
+        self.pool_made = 0
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="torchlens-wire", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.items.get()
+            try:
+                if item is None:
+                    return
+                view, buffer = item
+                if self.error is None:
+                    try:
+                        _write_all(self.fd, view)
+                    except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+                        self.error = exc
+                if buffer is not None:
+                    self.free.put(buffer)
+            finally:
+                self.items.task_done()
+
+    def check(self) -> None:
+        if self.error is not None:
+            if isinstance(self.error, (BrokenPipeError, WireClosed)):
+                raise WireClosed("the CLI closed the connection") from self.error
+            raise self.error
+
+    def put(self, view: memoryview) -> None:
+        self.check()
+        self.items.put((view, None))
+
+    def put_copy(self, view: memoryview) -> None:
+        """Queue a copy of view (at most CHUNK_BYTES), in a pool buffer: waits while all are queued."""
+        self.check()
+        if self.free.empty() and self.pool_made < self.POOL_BUFFERS:
+            self.pool_made += 1
+            buffer = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        else:
+            buffer = self.free.get()
+        n = len(view)
+        buffer[:n] = np.frombuffer(view, dtype=np.uint8)
+        self.items.put((buffer.data[:n], buffer))
+
+    def drain(self) -> None:
+        self.items.join()
+        self.check()
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    try:
+        while len(view):
+            written = os.write(fd, view)
+            view = view[written:]
+    except BrokenPipeError as exc:
+        raise WireClosed("the CLI closed the connection") from exc
 
 
 class Wire:
@@ -30,22 +108,27 @@ class Wire:
         self._buf = bytearray()
         self._buf_since = time.perf_counter()
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._writer = _Writer(write_fd)
 
     # -- sending --------------------------------------------------------------------------
 
     def send(self, header: Dict[str, Any], *, flush: bool = False) -> None:
-        """Queue one payload-less frame; it leaves when the batch is large or old enough."""
+        """Queue one payload-less frame; it leaves when the batch is large or old enough. With
+        flush, it and everything before it are written when this returns."""
         packed = self._packer.pack(header)
         buf = self._buf
         if not buf:
             self._buf_since = time.perf_counter()
         buf += _LEN.pack(len(packed))
         buf += packed
-        if flush or len(buf) >= _FLUSH_BYTES or time.perf_counter() - self._buf_since > _FLUSH_SECONDS:
+        if flush:
+            self.flush(wait=True)
+        elif len(buf) >= _FLUSH_BYTES or time.perf_counter() - self._buf_since > _FLUSH_SECONDS:
             self.flush()
 
-    def send_data(self, pass_id: int, payload: memoryview) -> None:
-        """Send a pass's bytes as data frames of at most CHUNK_BYTES each, without copying them."""
+    def send_data(self, pass_id: int, payload: memoryview, owned: bool = False) -> None:
+        """Send a pass's bytes as data frames of at most CHUNK_BYTES each. Large pieces are copied
+        (the tensor may change later) unless `owned`: bytes nobody else can change."""
         total = len(payload)
         offset = 0
         while True:
@@ -53,31 +136,29 @@ class Wire:
             packed = self._packer.pack({"type": "data", "id": pass_id, "nbytes": n})
             self._buf += _LEN.pack(len(packed))
             self._buf += packed
-            if n < 4096:  # tiny payloads ride in the batch
+            if n <= _INLINE_BYTES:  # small payloads ride in the batch
                 self._buf += payload[offset : offset + n]
             else:
                 self.flush()
-                self._write_all(payload[offset : offset + n])
+                piece = payload[offset : offset + n]
+                if owned:
+                    self._writer.put(piece)
+                else:
+                    self._writer.put_copy(piece)
             offset += n
             if offset >= total:
                 break
         if len(self._buf) >= _FLUSH_BYTES:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Hand the batch to the writer; with wait, return once everything queued is written."""
         if self._buf:
             data = self._buf
             self._buf = bytearray()
-            self._write_all(memoryview(data))
-
-    def _write_all(self, view: memoryview) -> None:
-        fd = self.write_fd
-        try:
-            while len(view):
-                written = os.write(fd, view)
-                view = view[written:]
-        except BrokenPipeError as exc:
-            raise WireClosed("the CLI closed the connection") from exc
+            self._writer.put(memoryview(data))
+        if wait:
+            self._writer.drain()
 
     # -- receiving ------------------------------------------------------------------------
 

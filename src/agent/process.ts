@@ -4,18 +4,12 @@
  * stream) into a TorchlensError with the agent's own words.
  */
 
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { execa, type ResultPromise } from "execa";
 import { EXIT, TorchlensError, usageError } from "../errors.js";
 import { type Attempt, describeAttempts, INSTALL_HINT, type PythonChoice } from "./python.js";
+import { type Exit, type Spawned, spawnAgent, takePrestarted } from "./spawn.js";
 import { encodeFrame, type Frame, PROTOCOL, readFrames, WireError } from "./wire.js";
 
-/** Folder holding the `torchlens_agent` package (put on the agent's PYTHONPATH). */
-export const AGENT_ROOT = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  "../../python_agent",
-);
+export { AGENT_ROOT } from "./spawn.js";
 
 const MISSING_EXIT = 3;
 const STDERR_TAIL_BYTES = 64 << 10;
@@ -49,25 +43,19 @@ export interface StartOptions {
   cwd?: string;
 }
 
-type Child = ResultPromise<{
-  buffer: false;
-  stdin: "pipe";
-  stdout: "pipe";
-  stderr: "pipe";
-  reject: false;
-}>;
+type Child = Spawned["child"];
 
 export class Agent {
   private frameIter: AsyncGenerator<Frame>;
   private stderrTail = "";
-  private exited: Promise<{ code: number | null; signal: string | null }>;
+  private exited: Promise<Exit>;
 
   private constructor(
     private child: Child,
     readonly hello: Hello,
     frames: AsyncGenerator<Frame>,
     tail: string,
-    exited: Promise<{ code: number | null; signal: string | null }>,
+    exited: Promise<Exit>,
     onStderr?: (chunk: Buffer) => void,
   ) {
     this.frameIter = frames;
@@ -106,29 +94,13 @@ export class Agent {
   }
 
   private static async tryStart(python: string, opts: StartOptions): Promise<Agent | Attempt> {
-    const env = {
-      ...process.env,
-      PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
-      PYTHONUNBUFFERED: "1",
-    };
-    const child = execa(python, ["-m", "torchlens_agent"], {
-      buffer: false,
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: "pipe",
-      reject: false,
-      env,
-      extendEnv: false,
-      cwd: opts.cwd,
-      cleanup: true,
-    }) as Child;
+    const { child, exited } = takePrestarted(python) ?? spawnAgent(python, opts.cwd);
     let tail = "";
     const early: Buffer[] = [];
     child.stderr.on("data", (chunk: Buffer) => {
       tail = (tail + chunk.toString("utf8")).slice(-STDERR_TAIL_BYTES);
       early.push(chunk);
     });
-    const exited = child.then((r) => ({ code: r.exitCode ?? null, signal: r.signal ?? null }));
     const frames = readFrames(child.stdout as AsyncIterable<Buffer>);
     let first: IteratorResult<Frame>;
     try {
@@ -141,9 +113,9 @@ export class Agent {
       };
     }
     if (first.done) {
-      const { code, signal } = await exited;
-      const spawnError = (await child).failed && (await child).code === "ENOENT";
-      if (spawnError || code === 127) return { python, problem: "not found" };
+      const { code, signal, spawnError } = await exited;
+      if (spawnError?.code === "ENOENT" || code === 127) return { python, problem: "not found" };
+      if (spawnError) return { python, problem: `it could not be started (${spawnError.message})` };
       const missing = /TORCHLENS_MISSING (\S+)/.exec(tail);
       if (code === MISSING_EXIT && missing)
         return { python, problem: `lacks ${missing[1].split(",").join(", ")}` };

@@ -8,6 +8,8 @@ import { Packr, Unpackr } from "msgpackr";
 export const PROTOCOL = 1;
 export const MAX_HEADER_BYTES = 16 << 20;
 export const MAX_PAYLOAD_BYTES = 64 << 20;
+/** Part of a data frame's payload is handed on once this much of it has arrived. */
+export const DATA_SLICE_BYTES = 1 << 20;
 
 export interface Frame {
   header: { type: string; [key: string]: unknown };
@@ -76,6 +78,12 @@ class ChunkQueue {
 /**
  * Parse frames from a byte stream. Pull-based: the next chunk is read only when the consumer asks
  * for the next frame, so a slow consumer holds the agent back through the pipe (backpressure).
+ *
+ * A `data` frame's payload is handed on as it arrives, not when all of it is there: a 16 MiB
+ * frame comes out as several `data` frames with the same header, each with the bytes read so far
+ * (at least {@link DATA_SLICE_BYTES} of them, or the rest of the frame). The bytes of a pass are
+ * the concatenation of its data frames' payloads either way; this way the npz writer works while
+ * the agent is still sending, instead of the two taking turns.
  */
 export async function* readFrames(stream: AsyncIterable<Buffer>): AsyncGenerator<Frame> {
   const queue = new ChunkQueue();
@@ -105,9 +113,19 @@ export async function* readFrames(stream: AsyncIterable<Buffer>): AsyncGenerator
           throw new WireError(`bad frame: a payload of ${payloadLength} bytes`);
         }
       }
-      if (queue.length < payloadLength) break;
+      if (queue.length < payloadLength) {
+        // part of a data frame: pass on what is here once it is worth a write
+        if (queue.length < DATA_SLICE_BYTES) break;
+        const n = queue.length;
+        payloadLength -= n;
+        yield { header: { ...header, nbytes: n }, payload: queue.take(n) };
+        continue;
+      }
       const payload = payloadLength ? queue.take(payloadLength) : [];
-      const frame: Frame = { header, payload };
+      const frame: Frame = {
+        header: payloadLength ? { ...header, nbytes: payloadLength } : header,
+        payload,
+      };
       header = null;
       headerLength = -1;
       payloadLength = 0;

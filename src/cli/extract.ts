@@ -152,7 +152,6 @@ async function streamRun(
   npz: NpzWriter | null,
   entries: Map<number, NpzEntry>,
   progress: Progress,
-  t0: number,
 ) {
   let model: ModelRecord | null = null;
   const ops: OpRecord[] = [];
@@ -172,7 +171,8 @@ async function streamRun(
           throw new TorchlensError(
             `the agent sent pass ${op.id} before finishing the bytes of pass ${current.id}`,
           );
-        if (firstOpMs === null && op.kind !== "input") firstOpMs = performance.now() - t0;
+        // from the CLI process's start (performance's time origin), which the agent's early start gains on
+        if (firstOpMs === null && op.kind !== "input") firstOpMs = performance.now();
         ops.push(op);
         if (op.stored_dtype !== null) {
           if (!npz)
@@ -244,7 +244,6 @@ async function runAgent(
   save: Save,
   sink: { npz: NpzWriter; entries: Map<number, NpzEntry> } | null,
   progress: Progress,
-  t0: number,
   track: (agent: Agent) => void,
 ): Promise<Streamed> {
   progress.update("starting the Python agent", 0);
@@ -268,7 +267,7 @@ async function runAgent(
   const target = sink ?? { npz: null, entries: new Map<number, NpzEntry>() };
   let streamed: Awaited<ReturnType<typeof streamRun>>;
   try {
-    streamed = await streamRun(agent, target.npz, target.entries, progress, t0);
+    streamed = await streamRun(agent, target.npz, target.entries, progress);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
     throw err;
@@ -336,7 +335,7 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       const plan = planSelection(selectors);
       if ("agent" in plan) save = plan.agent;
       else {
-        dry = (await runAgent(opts, modelFile, input, "none", null, progress, t0, track)).raw;
+        dry = (await runAgent(opts, modelFile, input, "none", null, progress, track)).raw;
         const dryLog = buildLog(dry, () => false);
         const wanted = new Set(selectPasses(dryLog, selectors).labels);
         save = { ids: dryLog.passes.filter((p) => wanted.has(p.label)).map((p) => p.id) };
@@ -355,7 +354,6 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
       save,
       { npz, entries },
       progress,
-      t0,
       track,
     );
     const hello = streamed.hello;

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .walk import iter_tensors
+from .wire import INLINE_BYTES
 
 from torch import Tensor  # noqa: E402  (a class, usable in annotations)
 _TAG = "_tl_tag"
@@ -152,12 +153,15 @@ def _is_op_name(name: str) -> bool:
     return name not in _SKIP_NAMES and not name.startswith(_SKIP_PREFIXES)
 
 
+_INPLACE_BY_NAME: Dict[str, bool] = {}
+_POSITIONS = tuple(str(i) for i in range(64))
+
+
 def _is_inplace(func: str, kwargs: Dict[str, Any]) -> bool:
-    if func in _INPLACE_DUNDERS:
-        return True
-    if func.endswith("_") and not func.endswith("__"):
-        return True
-    return kwargs.get("out") is not None
+    by_name = _INPLACE_BY_NAME.get(func)
+    if by_name is None:
+        by_name = _INPLACE_BY_NAME[func] = func in _INPLACE_DUNDERS or (func.endswith("_") and not func.endswith("__"))
+    return by_name or (bool(kwargs) and kwargs.get("out") is not None)
 
 
 # -- summaries of non-tensor arguments ------------------------------------------------------
@@ -208,14 +212,28 @@ for _name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnu
         _SUBSTITUTES[getattr(torch, _name)] = torch.float32
 
 
+_DTYPE_NAMES: Dict[torch.dtype, str] = {}
+
+
 def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
+# The tensor methods every saved pass calls, taken before anything is wrapped: called through the
+# wrappers they would only pass through them (the session is paused), at a microsecond each.
+_DETACH = Tensor.detach
+_IS_COMPLEX = Tensor.is_complex
+_CONTIGUOUS = Tensor.contiguous
+_NUMPY = Tensor.numpy
 
 
 def tensor_bytes(t: Tensor) -> Tuple[np.ndarray, Optional[str]]:
     """The C-order numpy array to store for t, and a note when it had to be converted."""
     note = None
-    d = t.detach()
+    d = _DETACH(t) if t.requires_grad else t
     if d.layout != torch.strided:
         d = d.to_dense()
         note = f"{str(t.layout).replace('torch.', '')} tensor stored dense"
@@ -226,9 +244,9 @@ def tensor_bytes(t: Tensor) -> Tuple[np.ndarray, Optional[str]]:
         d = d.to(_SUBSTITUTES[d.dtype])
     if d.device.type != "cpu":
         d = d.cpu()
-    if d.is_complex() and hasattr(d, "resolve_conj"):  # only complex tensors carry conj/neg bits
+    if _IS_COMPLEX(d) and hasattr(d, "resolve_conj"):  # only complex tensors carry conj/neg bits
         d = d.resolve_conj().resolve_neg()
-    arr = d.contiguous().numpy()
+    arr = _NUMPY(_CONTIGUOUS(d))
     return arr, note
 
 
@@ -239,10 +257,6 @@ def _is_own_copy(arr: np.ndarray, t: Tensor) -> bool:
         return arr.ctypes.data != t.data_ptr()
     except RuntimeError:  # tensors without plain storage (sparse): copy to be safe
         return False
-
-
-def _descr(arr: np.ndarray) -> str:
-    return arr.dtype.str
 
 
 # -- what to save ---------------------------------------------------------------------------------
@@ -287,6 +301,7 @@ class CaptureSession:
         self.num_ops = 0  # tensor-returning calls dispatched (recorded or folded into inner ops)
         self.num_calls = 0
         self.module_stack: List[Tuple[str, int]] = []
+        self._modules_now: Optional[List[List[Any]]] = None  # module_stack as records carry it, until it changes
         self.module_calls: Dict[str, int] = {}
         self.module_address: Dict[int, str] = {}
         self.param_address: Dict[int, str] = {}
@@ -333,16 +348,19 @@ class CaptureSession:
         if name is None:
             name = self._device_names[device] = str(device)
         record["device"] = name
-        if self.selection.wants(record):
+        selection = self.selection
+        if selection.all or selection.wants(record):
             arr, note = tensor_bytes(t)
-            record["stored_dtype"] = _descr(arr)
-            record["nbytes"] = arr.nbytes
+            nbytes = arr.nbytes
+            record["stored_dtype"] = arr.dtype.str
+            record["nbytes"] = nbytes
             if note:
                 record["note"] = note
             self.wire.send(record)
-            if arr.nbytes:
+            if nbytes:
+                # small payloads are copied into the wire's batch anyway: no need to ask (a slow question)
                 self.wire.send_data(record["id"], memoryview(arr.reshape(-1).view(np.uint8).data),
-                                    owned=_is_own_copy(arr, t))
+                                    owned=nbytes > INLINE_BYTES and _is_own_copy(arr, t))
         else:
             record["stored_dtype"] = None
             record["nbytes"] = 0
@@ -352,7 +370,7 @@ class CaptureSession:
         pid = self._new_pass(t)
         record = {"type": "op", "id": pid, "kind": kind, "func": func, "name": func, "qualname": None,
                   "call": None, "out_index": None, "parents": [], "args": {}, "params": [],
-                  "modules": [list(m) for m in self.module_stack], "inplace": False,
+                  "modules": self.modules_now(), "inplace": False,
                   "time_ms": 0.0}
         record.update(extra)
         self._emit(t, record)
@@ -418,11 +436,17 @@ class CaptureSession:
                 return
             params: List[str] = []
             parents = []
-            for path, t in iter_tensors(args):
-                pid = self._parent_id(t, params)
-                if pid is not None:
-                    parents.append([pid, path])
-            for path, t in iter_tensors(kwargs):
+            for i, a in enumerate(args):  # the common case, tensors as plain arguments, without the walker
+                if isinstance(a, Tensor):
+                    pid = self._parent_id(a, params)
+                    if pid is not None:
+                        parents.append([pid, _POSITIONS[i] if i < len(_POSITIONS) else str(i)])
+                elif isinstance(a, (tuple, list, dict)):
+                    for path, t in iter_tensors(a, str(i)):
+                        pid = self._parent_id(t, params)
+                        if pid is not None:
+                            parents.append([pid, path])
+            for path, t in iter_tensors(kwargs) if kwargs else ():
                 pid = self._parent_id(t, params)
                 if pid is not None:
                     parents.append([pid, "k:" + path])
@@ -430,7 +454,7 @@ class CaptureSession:
             self.next_call += 1
             kind = "op" if parents or params else "internal"
             summary = _summarize_args(args, kwargs, self.max_repr)
-            modules = [list(m) for m in self.module_stack]
+            modules = self.modules_now()
             inplace = _is_inplace(func, kwargs)
             name = self._names.get(func)
             if name is None:
@@ -477,10 +501,23 @@ class CaptureSession:
         self.module_calls[addr] = n
         inputs = [pid for pid in (self.tag_of(t) for _, t in iter_tensors((args, kwargs))) if pid is not None]
         self.module_stack.append((addr, n))
+        self._modules_now = None
         return addr, n, inputs
 
-    def exit_module(self, mod: nn.Module, entry: Tuple[str, int, List[int]], out: Any) -> None:
+    def pop_module(self) -> None:
         self.module_stack.pop()
+        self._modules_now = None
+
+    def modules_now(self) -> List[List[Any]]:
+        """The module stack as records carry it: one list shared by the records made under it
+        (they are sent at once, never changed)."""
+        now = self._modules_now
+        if now is None:
+            now = self._modules_now = [list(m) for m in self.module_stack]
+        return now
+
+    def exit_module(self, mod: nn.Module, entry: Tuple[str, int, List[int]], out: Any) -> None:
+        self.pop_module()
         addr, n, inputs = entry
         outputs = [pid for pid in (self.tag_of(t) for _, t in iter_tensors(out)) if pid is not None]
         parent = list(self.module_stack[-1]) if self.module_stack else None
@@ -789,7 +826,7 @@ def _make_module_call(orig_call: Callable, switch: _Switch) -> Callable:
         try:
             out = orig_call(mod, *args, **kwargs)
         except BaseException:
-            s.module_stack.pop()
+            s.pop_module()
             raise
         s.paused += 1
         try:

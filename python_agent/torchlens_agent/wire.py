@@ -19,7 +19,7 @@ CHUNK_BYTES = 16 << 20  # one data frame's payload at most
 MAX_HEADER = 16 << 20
 _FLUSH_BYTES = 256 << 10  # small frames are batched up to this size...
 _FLUSH_SECONDS = 0.05  # ...or this age, so the CLI's progress keeps moving
-_INLINE_BYTES = 64 << 10  # payloads up to this size are copied into the batch: a copy costs less than a write
+INLINE_BYTES = 64 << 10  # payloads up to this size are copied into the batch: a copy costs less than a write
 _LEN = struct.Struct("<I")
 
 
@@ -136,7 +136,7 @@ class Wire:
             packed = self._packer.pack({"type": "data", "id": pass_id, "nbytes": n})
             self._buf += _LEN.pack(len(packed))
             self._buf += packed
-            if n <= _INLINE_BYTES:  # small payloads ride in the batch
+            if n <= INLINE_BYTES:  # small payloads ride in the batch
                 self._buf += payload[offset : offset + n]
             else:
                 self.flush()

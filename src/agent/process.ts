@@ -6,12 +6,11 @@
 
 import { EXIT, TorchlensError, usageError } from "../errors.js";
 import { type Attempt, describeAttempts, INSTALL_HINT, type PythonChoice } from "./python.js";
-import { type Exit, type Spawned, spawnAgent, takePrestarted } from "./spawn.js";
+import { type Exit, MISSING_EXIT, type Spawned, spawnAgent, takePrestarted } from "./spawn.js";
 import { encodeFrame, type Frame, PROTOCOL, readFrames, WireError } from "./wire.js";
 
 export { AGENT_ROOT } from "./spawn.js";
 
-const MISSING_EXIT = 3;
 const STDERR_TAIL_BYTES = 64 << 10;
 
 export interface Hello {

@@ -71,29 +71,59 @@ export function spawnAgent(python: string, cwd?: string): Spawned {
   return { python, child, exited };
 }
 
-let prestarted: Spawned | null = null;
+/** Agents started early, by Python; each is handed out once. */
+const prestarted = new Map<string, Spawned>();
+let adopted = false;
 
 /** The commands that start an agent, and therefore gain from starting it first. */
 const AGENT_COMMANDS = new Set(["extract", "validate"]);
+/** The agent's exit code for "this Python lacks torch, numpy or msgpack" (__main__.py). */
+export const MISSING_EXIT = 3;
 
 /**
  * Called with process.argv before the CLI's modules load: starts the agent the command will ask
- * for, if it will ask for one. Anything unusual in the arguments (help, no command) starts nothing.
+ * for, if it will ask for one. When Python is searched for, a candidate that turns out to lack
+ * the packages (it exits at once) makes way for the next one, as `Agent.start` would do later.
+ * Anything unusual in the arguments (help, no command) starts nothing.
  */
 export function prestart(argv: string[]): void {
   const args = argv.slice(2);
   if (!AGENT_COMMANDS.has(args[0] ?? "")) return;
-  if (args.some((a) => a === "-h" || a === "--help" || a === "--dry-run")) return;
+  if (args.some((a) => a === "-h" || a === "--help")) return;
   let flag: string | undefined;
   for (let i = 1; i < args.length; i++) {
     if (args[i] === "--python") flag = args[i + 1];
     else if (args[i].startsWith("--python=")) flag = args[i].slice("--python=".length);
   }
   if (flag === "") return;
-  const python = choosePython(flag).candidates[0];
-  prestarted = spawnAgent(python);
-  // until adopted it must not keep the CLI alive: a command that fails early exits at once
-  setRef(prestarted, false);
+  const choice = choosePython(flag);
+  const startAt = (i: number): void => {
+    const python = choice.candidates[i];
+    if (python === undefined || adopted || prestarted.has(python)) return;
+    const spawned = spawnAgent(python);
+    // until adopted it must not keep the CLI alive: a command that fails early exits at once
+    setRef(spawned, false);
+    prestarted.set(python, spawned);
+    if (choice.explicit) return;
+    const next = () => startAt(i + 1);
+    spawned.child.once("exit", (code) => {
+      if (code === MISSING_EXIT || code === 127) next();
+    });
+    spawned.child.once("error", () => {
+      if (spawned.child.pid === undefined) next();
+    });
+  };
+  startAt(0);
+}
+
+/** The early-started agent for `python`, if there is one (it may have exited already). */
+export function takePrestarted(python: string): Spawned | null {
+  const found = prestarted.get(python);
+  if (!found) return null;
+  prestarted.delete(python);
+  adopted = true;
+  setRef(found, true);
+  return found;
 }
 
 function setRef({ child }: Spawned, on: boolean): void {
@@ -104,13 +134,4 @@ function setRef({ child }: Spawned, on: boolean): void {
     if (on) handle.ref?.();
     else handle.unref?.();
   }
-}
-
-/** The early-started agent, if it runs `python`; each is handed out once. */
-export function takePrestarted(python: string): Spawned | null {
-  const found = prestarted;
-  if (!found || found.python !== python) return null;
-  prestarted = null;
-  setRef(found, true);
-  return found;
 }

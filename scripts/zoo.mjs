@@ -483,6 +483,11 @@ function coverage(cat, results) {
     "python_agent/torchlens_agent/*.py, with the git commits seen with it). `npm run zoo -- --stale`",
     "runs again every row not made by the current agent.",
     "",
+    "On a machine with a GPU and no Node, `python3 -m pytest python_agent -k zoo --device cuda`",
+    "(python_agent/tests/test_zoo_models.py) extracts and validates a few of these models",
+    "(resnet18, vit_b_16, fasterrcnn_mobilenet_v3_large_320_fpn, wav2vec2_base) and the trickiest",
+    "fixtures through the agent alone, on the GPU.",
+    "",
     ...agents
       .filter((a) => a === agent || older.some((r) => (r.agent ?? "unknown") === a))
       .map((a) => `- ${agentName(a)}: ${a}${commitsOf(a) ? ` (git ${commitsOf(a)})` : ""}`),

@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Agent } from "../src/agent/process.js";
 import { choosePython, DEFAULT_CANDIDATES } from "../src/agent/python.js";
@@ -142,6 +142,59 @@ describe("the agent started before the CLI's modules load", () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(alive(pid)).toBe(false);
   });
+
+  /** Live processes whose environment holds `marker` (a killed one may linger as a zombie). */
+  const liveWith = (marker: string): number[] =>
+    readdirSync("/proc")
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          return readFileSync(`/proc/${d}/environ`, "latin1").includes(marker) && alive(Number(d));
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+
+  test("a search wakes the next candidate's standby when the first lacks torch, and the unneeded standby exits", async () => {
+    // PATH holds fakes for the searched names: python3 lacks torch; python is a real Python that
+    // marks its environment. /usr/bin/python3, the third candidate, starts in standby beside them.
+    const bin = path.join(tmp.dir, "search-bin");
+    mkdirSync(bin, { recursive: true });
+    pythonWithout("search-bin/python3", "torch");
+    writeFileSync(
+      path.join(bin, "python"),
+      `#!/bin/sh\nTORCHLENS_TEST_CANDIDATE=python exec "${PYTHON}" "$@"\n`,
+    );
+    chmodSync(path.join(bin, "python"), 0o755);
+    const seen = path.join(tmp.dir, "search-seen.txt");
+    const model = path.join(tmp.dir, "search_model.py");
+    writeFileSync(
+      model,
+      [
+        "import os, torch",
+        "def build_model():",
+        `    open(${JSON.stringify(seen)}, "a").write(os.environ.get("TORCHLENS_TEST_CANDIDATE", "other") + "\\n")`,
+        "    return torch.nn.Linear(3, 2)",
+        "def example_input():",
+        "    return torch.ones(1, 3)",
+        "",
+      ].join("\n"),
+    );
+    const marker = `TORCHLENS_TEST_RUN=${process.pid}-${Date.now()}`;
+    const res = await torchlens(["extract", model, "-o", path.join(tmp.dir, "search_run")], {
+      env: {
+        TORCHLENS_PYTHON: "",
+        PATH: [bin, path.dirname(process.execPath), "/bin", "/usr/bin"].join(path.delimiter),
+        TORCHLENS_TEST_RUN: marker.split("=")[1],
+      },
+    });
+    expect(res.exitCode).toBe(0);
+    // the model ran once, in the second candidate: its standby was woken, not a fresh start
+    expect(readFileSync(seen, "utf8")).toBe("python\n");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(liveWith(marker)).toEqual([]);
+  }, 60_000);
 
   test("extract adopts it: one agent process serves the whole run", async () => {
     const pidFile = path.join(tmp.dir, "adopted.pid");

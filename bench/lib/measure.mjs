@@ -27,7 +27,8 @@ function labelProcs(r) {
     if (p.pid === r.root) label = "cli (node)";
     else if (p === agent) label = "agent (python)";
     else if (agents.includes(p))
-      label = "python discovery: a candidate that could not run the agent";
+      label =
+        "python discovery: a candidate not used (it lacked a package, or was a standby not needed)";
     else if (agent && p.firstMs <= agent.firstMs)
       label = `python discovery: ${p.cmd ? path.basename(p.cmd.split(" ")[0]) : "(exited before its command line was read)"}`;
     else label = `other: ${p.cmd ? path.basename(p.cmd.split(" ")[0]) : "(no command line)"}`;

@@ -198,14 +198,19 @@ class AgentRun:
         return np.frombuffer(self.payload(pid), dtype=np.dtype(rec["stored_dtype"])).reshape(rec["shape"])
 
 
-def start_agent(*requests: Dict[str, Any], extra_stdin: bytes = b"") -> AgentRun:
-    """Spawn `python -m torchlens_agent` as the CLI does and queue the requests on its stdin."""
+def start_agent(*requests: Dict[str, Any], extra_stdin: bytes = b"", standby: bool = False,
+                wake: bytes = b"") -> AgentRun:
+    """Spawn `python -m torchlens_agent` as the CLI does and queue the requests on its stdin.
+    `standby` starts it as the CLI starts its later Python candidates; `wake` goes first on stdin."""
     env = dict(os.environ)
     env["PYTHONPATH"] = AGENT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
+    env.pop("TORCHLENS_AGENT_STANDBY", None)
+    if standby:
+        env["TORCHLENS_AGENT_STANDBY"] = "1"
     proc = subprocess.Popen([sys.executable, "-m", "torchlens_agent"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    return AgentRun(proc, b"".join(pack_frame(r) for r in requests) + extra_stdin)
+    return AgentRun(proc, wake + b"".join(pack_frame(r) for r in requests) + extra_stdin)
 
 
 def extract_request(model_file: Any, **fields: Any) -> Dict[str, Any]:

@@ -372,6 +372,19 @@ def test_shutdown_request_exits_cleanly_after_hello(failures):
     assert [h["type"] for h in run.headers] == ["hello"]
 
 
+def test_standby_agent_whose_stdin_closes_exits_quietly_without_importing_torch():
+    # The CLI starts its later Python candidates in standby and closes their stdin once one is chosen.
+    run = start_agent(standby=True).wait(timeout=30)
+    assert run.rc == 0 and run.stdout == b"" and run.stderr == b""
+
+
+def test_woken_standby_agent_says_hello_and_serves_requests_with_the_wake_byte_kept_off_the_wire():
+    # The wake byte is read from the descriptor itself: the frames right behind it must parse whole.
+    run = start_agent({"type": "shutdown"}, standby=True, wake=b"G").wait(timeout=60)
+    assert run.rc == 0, run.stderr.decode(errors="replace")
+    assert [h["type"] for h in run.headers] == ["hello"]
+
+
 # -- on a GPU ------------------------------------------------------------------------------------------
 
 def test_extract_on_cuda_records_cuda_devices(tmp_path, cuda_device):

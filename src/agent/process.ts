@@ -6,7 +6,14 @@
 
 import { EXIT, TorchlensError, usageError } from "../errors.js";
 import { type Attempt, describeAttempts, INSTALL_HINT, type PythonChoice } from "./python.js";
-import { type Exit, MISSING_EXIT, type Spawned, spawnAgent, takePrestarted } from "./spawn.js";
+import {
+  dropPrestarted,
+  type Exit,
+  MISSING_EXIT,
+  type Spawned,
+  spawnAgent,
+  takePrestarted,
+} from "./spawn.js";
 import { encodeFrame, type Frame, PROTOCOL, readFrames, WireError } from "./wire.js";
 
 export { AGENT_ROOT } from "./spawn.js";
@@ -76,7 +83,10 @@ export class Agent {
     const attempts: Attempt[] = [];
     for (const python of opts.python.candidates) {
       const result = await Agent.tryStart(python, opts);
-      if (result instanceof Agent) return result;
+      if (result instanceof Agent) {
+        dropPrestarted();
+        return result;
+      }
       attempts.push(result);
       if (opts.python.explicit) {
         throw usageError(

@@ -3,9 +3,12 @@
  * agent before it loads the rest of the CLI: Python's `import torch` (a second or more) then runs
  * while Node loads its modules (a few hundred milliseconds), instead of after them.
  *
- * Only the first Python candidate is started early, and only for the commands that run the agent;
- * `Agent.start` (process.ts) adopts it if it asks for the same Python, and starts the others itself.
- * A started process that nobody adopts is killed when the CLI exits.
+ * Only the commands that run the agent start one early. When Python is searched for, the first
+ * candidate starts for real and the later ones in standby (the agent's `__main__.py`: the
+ * interpreter starts and checks for the packages, then waits before importing torch), so that a
+ * first candidate that lacks torch costs one interpreter start, not one per candidate in turn.
+ * `Agent.start` (process.ts) adopts the processes that match the Pythons it tries; once it has its
+ * agent the others are told to exit. Anything left over is killed when the CLI exits.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import path from "node:path";
@@ -29,18 +32,25 @@ export interface Spawned {
   python: string;
   child: ChildProcessWithoutNullStreams;
   exited: Promise<Exit>;
+  /** Waiting, after its package check, to be woken (see `wake`). */
+  standby: boolean;
 }
 
 const live = new Set<ChildProcessWithoutNullStreams>();
 let exitHookInstalled = false;
 
-/** Start `python -m torchlens_agent` with the wire on its stdin/stdout. */
-export function spawnAgent(python: string, cwd?: string): Spawned {
-  const env = {
+/**
+ * Start `python -m torchlens_agent` with the wire on its stdin/stdout. A `standby` agent stops
+ * after checking for its packages until `wake` (or exits quietly when its stdin closes).
+ */
+export function spawnAgent(python: string, cwd?: string, standby = false): Spawned {
+  const env: NodeJS.ProcessEnv = {
     ...process.env,
     PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
     PYTHONUNBUFFERED: "1",
   };
+  if (standby) env.TORCHLENS_AGENT_STANDBY = "1";
+  else delete env.TORCHLENS_AGENT_STANDBY;
   const child = spawn(python, ["-m", "torchlens_agent"], {
     stdio: ["pipe", "pipe", "pipe"],
     env,
@@ -68,12 +78,18 @@ export function spawnAgent(python: string, cwd?: string): Spawned {
       resolve({ code, signal });
     });
   });
-  return { python, child, exited };
+  return { python, child, exited, standby };
+}
+
+/** Let a standby agent go on (once); a no-op for the others. */
+function wake(spawned: Spawned): void {
+  if (!spawned.standby) return;
+  spawned.standby = false;
+  spawned.child.stdin.write("G");
 }
 
 /** Agents started early, by Python; each is handed out once. */
 const prestarted = new Map<string, Spawned>();
-let adopted = false;
 
 /** The commands that start an agent, and therefore gain from starting it first. */
 const AGENT_COMMANDS = new Set(["extract", "validate"]);
@@ -82,9 +98,10 @@ export const MISSING_EXIT = 3;
 
 /**
  * Called with process.argv before the CLI's modules load: starts the agent the command will ask
- * for, if it will ask for one. When Python is searched for, a candidate that turns out to lack
- * the packages (it exits at once) makes way for the next one, as `Agent.start` would do later.
- * Anything unusual in the arguments (help, no command) starts nothing.
+ * for, if it will ask for one. When Python is searched for, every candidate starts at once, all
+ * but the first in standby; a candidate that turns out to lack the packages (it exits at once)
+ * wakes the next, as `Agent.start` would try it later. Anything unusual in the arguments (help,
+ * no command) starts nothing.
  */
 export function prestart(argv: string[]): void {
   const args = argv.slice(2);
@@ -96,34 +113,41 @@ export function prestart(argv: string[]): void {
     else if (args[i].startsWith("--python=")) flag = args[i].slice("--python=".length);
   }
   if (flag === "") return;
-  const choice = choosePython(flag);
-  const startAt = (i: number): void => {
-    const python = choice.candidates[i];
-    if (python === undefined || adopted || prestarted.has(python)) return;
-    const spawned = spawnAgent(python);
+  const candidates = [...new Set(choosePython(flag).candidates)];
+  candidates.forEach((python, i) => {
+    const spawned = spawnAgent(python, undefined, i > 0);
     // until adopted it must not keep the CLI alive: a command that fails early exits at once
     setRef(spawned, false);
     prestarted.set(python, spawned);
-    if (choice.explicit) return;
-    const next = () => startAt(i + 1);
-    spawned.child.once("exit", (code) => {
-      if (code === MISSING_EXIT || code === 127) next();
-    });
-    spawned.child.once("error", () => {
-      if (spawned.child.pid === undefined) next();
+  });
+  const advance = (i: number): void => {
+    const spawned = prestarted.get(candidates[i] ?? "");
+    if (!spawned) return; // adopted already: Agent.start goes on from here itself
+    wake(spawned);
+    void spawned.exited.then(({ code, spawnError }) => {
+      if (code === MISSING_EXIT || code === 127 || spawnError) advance(i + 1);
     });
   };
-  startAt(0);
+  advance(0);
 }
 
-/** The early-started agent for `python`, if there is one (it may have exited already). */
+/** The early-started agent for `python`, woken if it waits; null if there is none. */
 export function takePrestarted(python: string): Spawned | null {
   const found = prestarted.get(python);
   if (!found) return null;
   prestarted.delete(python);
-  adopted = true;
+  wake(found);
   setRef(found, true);
   return found;
+}
+
+/** The agent is chosen: early-started processes nobody took are told to exit (standbys) or killed. */
+export function dropPrestarted(): void {
+  for (const spawned of prestarted.values()) {
+    if (spawned.standby) spawned.child.stdin.end();
+    else spawned.child.kill("SIGKILL");
+  }
+  prestarted.clear();
 }
 
 function setRef({ child }: Spawned, on: boolean): void {

@@ -1,7 +1,10 @@
 """Per-op capture overhead of the agent without the CLI beside it, to split the figure that
 `npm run bench` reports through the CLI into the agent's own cost and what sharing the cores adds.
 
-    /usr/bin/python3 bench/agent_overhead.py bench/models/rnn_loop.py [--runs 5]
+    /usr/bin/python3 bench/agent_overhead.py bench/models/rnn_loop.py [--runs 5] [--json]
+
+`npm run bench` runs it once per run for the small-op models (--runs 1 --json) and reports the
+figures beside the overhead through the CLI.
 
 Prints, per pass (µs, against the model's plain forward in the same process):
   - agent process: a real `python -m torchlens_agent` whose pipe this script drains (the done
@@ -12,6 +15,7 @@ Prints, per pass (µs, against the model's plain forward in the same process):
 
 import argparse
 import importlib.util
+import json
 import os
 import statistics
 import sys
@@ -61,6 +65,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_file")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     a = ap.parse_args()
     spec = importlib.util.spec_from_file_location("bench_model", a.model_file)
     mod = importlib.util.module_from_spec(spec)
@@ -101,13 +106,19 @@ def main():
         wrappers.restore()
 
     med = statistics.median(forwards)
+    per_pass = {name: (t - plain) / n * 1e6 for name, t in warm.items()}
+    agent_us = (med - plain_cold) / passes * 1e6
+    if a.json:
+        print(json.dumps({"passes": passes, "agent_forward_ms": med * 1e3, "plain_cold_ms": plain_cold * 1e3,
+                          "agent_us": agent_us, "warm_drop_us": per_pass["drop"],
+                          "warm_pack_us": per_pass["pack"], "warm_wire_us": per_pass["wire"]}))
+        return
     print(f"{os.path.basename(a.model_file)}: {passes} passes; torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"agent process (cold, pipe drained by this script): forward {med * 1e3:.1f} ms "
           f"(min {min(forwards) * 1e3:.1f}, max {max(forwards) * 1e3:.1f}) against plain cold "
-          f"{plain_cold * 1e3:.1f} ms -> {(med - plain_cold) / passes * 1e6:.1f} us/pass")
-    print("in process, warm, best of 40, against plain warm "
-          f"{plain * 1e3:.2f} ms: " + ", ".join(
-              f"{name} {(t - plain) / n * 1e6:.1f} us/pass" for name, t in warm.items()))
+          f"{plain_cold * 1e3:.1f} ms -> {agent_us:.1f} us/pass")
+    print(f"in process, warm, best of 40, against plain warm {plain * 1e3:.2f} ms: "
+          + ", ".join(f"{name} {us:.1f} us/pass" for name, us in per_pass.items()))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,16 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { machine as describeMachine, freeDisk, meminfo } from "./lib/machine.mjs";
-import { extract, hooks, nodeBoot, npwrite, plain, python, ROOT } from "./lib/measure.mjs";
+import {
+  agentAlone,
+  extract,
+  hooks,
+  nodeBoot,
+  npwrite,
+  plain,
+  python,
+  ROOT,
+} from "./lib/measure.mjs";
 import { writeHarness } from "./lib/python.mjs";
 import { markdown, stdoutTable, summarizeModel } from "./lib/report.mjs";
 import { fmt, MB, summarize } from "./lib/stats.mjs";
@@ -47,6 +56,7 @@ const MODELS = [
     name: "tiny_transformer",
     file: "bench/models/tiny_transformer.py",
     env: {},
+    smallOps: true,
     description:
       "`bench/models/tiny_transformer.py`: nn.TransformerEncoder, d_model 32, 4 heads, 4 layers, sequence 16, batch 1 — many tiny ops.",
   },
@@ -62,6 +72,7 @@ const MODELS = [
     name: "rnn_loop",
     file: "bench/models/rnn_loop.py",
     env: {},
+    smallOps: true,
     description:
       "`bench/models/rnn_loop.py`: an Elman cell (Linear + Linear + add + tanh) stepped 200 times, batch 4, hidden 64 — a loop of tiny ops.",
   },
@@ -256,6 +267,10 @@ async function main() {
       await step("hooks", "hooks + np.save", () =>
         hooks(harness, m, path.join(tmp, `hooks-${m.name}`)),
       );
+      if (m.smallOps)
+        await step("agentAlone", "agent alone, no CLI (bench/agent_overhead.py)", () =>
+          agentAlone(m),
+        );
       if (entry.sizes) {
         const sizesFile = path.join(tmp, `sizes-${m.name}.json`);
         fs.writeFileSync(sizesFile, JSON.stringify(entry.sizes));

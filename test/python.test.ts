@@ -156,16 +156,22 @@ describe("the agent started before the CLI's modules load", () => {
       })
       .map(Number);
 
-  test("a search wakes the next candidate's standby when the first lacks torch, and the unneeded standby exits", async () => {
-    // PATH holds fakes for the searched names: python3 lacks torch; python is a real Python that
-    // marks its environment. /usr/bin/python3, the third candidate, starts in standby beside them.
+  test("a search starts the later candidates beside the first and wakes the next one's standby when the first lacks torch; the unneeded standby exits", async () => {
+    // PATH holds fakes for the searched names: python3 lacks torch (after a pause, so that the
+    // order of events shows whether python started beside it); python is a real Python that marks
+    // its environment. /usr/bin/python3, the third candidate, starts in standby beside them.
     const bin = path.join(tmp.dir, "search-bin");
     mkdirSync(bin, { recursive: true });
-    pythonWithout("search-bin/python3", "torch");
+    const events = path.join(tmp.dir, "search-events.txt");
+    writeFileSync(
+      path.join(bin, "python3"),
+      `#!/bin/sh\nsleep 0.5\necho python3-gave-up >> "${events}"\necho "TORCHLENS_MISSING torch" >&2\nexit 3\n`,
+    );
     writeFileSync(
       path.join(bin, "python"),
-      `#!/bin/sh\nTORCHLENS_TEST_CANDIDATE=python exec "${PYTHON}" "$@"\n`,
+      `#!/bin/sh\necho python-started >> "${events}"\nTORCHLENS_TEST_CANDIDATE=python exec "${PYTHON}" "$@"\n`,
     );
+    chmodSync(path.join(bin, "python3"), 0o755);
     chmodSync(path.join(bin, "python"), 0o755);
     const seen = path.join(tmp.dir, "search-seen.txt");
     const model = path.join(tmp.dir, "search_model.py");
@@ -181,19 +187,21 @@ describe("the agent started before the CLI's modules load", () => {
         "",
       ].join("\n"),
     );
-    const marker = `TORCHLENS_TEST_RUN=${process.pid}-${Date.now()}`;
+    const runId = `${process.pid}-${Date.now()}`;
     const res = await torchlens(["extract", model, "-o", path.join(tmp.dir, "search_run")], {
       env: {
         TORCHLENS_PYTHON: "",
         PATH: [bin, path.dirname(process.execPath), "/bin", "/usr/bin"].join(path.delimiter),
-        TORCHLENS_TEST_RUN: marker.split("=")[1],
+        TORCHLENS_TEST_RUN: runId,
       },
     });
     expect(res.exitCode).toBe(0);
-    // the model ran once, in the second candidate: its standby was woken, not a fresh start
+    // python was started before python3 gave up (beside it, not after it) ...
+    expect(readFileSync(events, "utf8")).toBe("python-started\npython3-gave-up\n");
+    // ... and the model ran once, in it: its standby was woken, not a fresh start
     expect(readFileSync(seen, "utf8")).toBe("python\n");
     await new Promise((r) => setTimeout(r, 300));
-    expect(liveWith(marker)).toEqual([]);
+    expect(liveWith(`TORCHLENS_TEST_RUN=${runId}`)).toEqual([]);
   }, 60_000);
 
   test("extract adopts it: one agent process serves the whole run", async () => {

@@ -122,6 +122,17 @@ export async function npwrite(harness, sizesFile, outFile) {
   }
 }
 
+/**
+ * bench/agent_overhead.py once: the per-op overhead of the agent with no CLI beside it (its pipe
+ * drained by a Python reader), and in process, warm, with frames dropped, packed, or written.
+ */
+export async function agentAlone(model) {
+  return python("bench/agent_overhead.py", [model.file, "--runs", "1", "--json"], {
+    env: model.env,
+    what: `agent alone on ${model.name}`,
+  });
+}
+
 /** `node bin/torchlens.js --version`: Node's start plus loading every CLI module, then exit. */
 export async function nodeBoot() {
   const r = await runMonitored(process.execPath, [CLI, "--version"], { cwd: ROOT });

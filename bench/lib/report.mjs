@@ -76,6 +76,10 @@ export function summarizeModel(m) {
   });
   g("xBusy", (r) => r.extract?.othersCores);
   g("hkBytes", (r) => r.hooks?.bytes);
+  g("aloneUs", (r) => r.agentAlone?.agent_us);
+  g("warmDropUs", (r) => r.agentAlone?.warm_drop_us);
+  g("warmPackUs", (r) => r.agentAlone?.warm_pack_us);
+  g("warmWireUs", (r) => r.agentAlone?.warm_wire_us);
   g("npWall", (r) => r.npwrite?.wallMs);
   g("npWrite", (r) => r.npwrite?.write_ms);
   g("npPeak", (r) => r.npwrite?.peak_rss);
@@ -129,7 +133,10 @@ export function targets(m, S, importMs) {
   out.push({
     target: "capture overhead ≤ 25 µs per recorded op (excluding the bytes' transfer)",
     figure: smallBytes
-      ? `${fmt(over)} µs/op (bytes negligible: ${fmt((med("xBytes") ?? 0) / 1024 / (med("xPasses") ?? 1))} KiB per pass)`
+      ? `${fmt(over)} µs/op (bytes negligible: ${fmt((med("xBytes") ?? 0) / 1024 / (med("xPasses") ?? 1))} KiB per pass)` +
+        (med("aloneUs") === null
+          ? ""
+          : `; the agent alone, no CLI beside it: ${fmt(med("aloneUs"))} µs/op (in process, warm: ${fmt(med("warmWireUs"))} µs/op writing frames, ${fmt(med("warmDropUs"))} dropping them)`)
       : `${fmt(over)} µs/op raw; ${fmt(overEx)} µs/op after taking off the numpy-write time of the same bytes`,
     // with large activations the per-op figure is dominated by moving the bytes (see the stream targets)
     verdict: smallBytes
@@ -318,7 +325,7 @@ export function markdown({
     "- **numpy write**: `np.save` of arrays with exactly the sizes the extraction saved, one after another into one file (the buffer is allocated and touched before the clock starts). On this machine the files land in the page cache: this is the memory-to-page-cache rate, which is also what the npz writer competes with.",
   );
   p(
-    "- **derived**: overhead per op = (extract `forward_ms` − plain autograd-on forward) / passes; for models with large activations also with the numpy-write time of the same bytes taken off (an estimate of the overhead without the transfer). Throughput = bytes / (extract `forward_ms` − plain forward), the rate for the time the bytes add to the forward pass (what the ≥ 1 GB/s target is judged on); also bytes / extract `forward_ms` (compute included) and bytes / extract wall. Start-up = `first_op_ms`, from the CLI process's start; the CLI starts the agent before it loads its own modules, so Node's start-up (wall of `torchlens --version`, shown beside it) overlaps Python's `import torch`.",
+    "- **derived**: overhead per op = (extract `forward_ms` − plain autograd-on forward) / passes; for models with large activations also with the numpy-write time of the same bytes taken off (an estimate of the overhead without the transfer). Throughput = bytes / (extract `forward_ms` − plain forward), the rate for the time the bytes add to the forward pass (what the ≥ 1 GB/s target is judged on); also bytes / extract `forward_ms` (compute included) and bytes / extract wall. For the small-op models, `bench/agent_overhead.py` splits the overhead: the agent as its own process with a Python reader draining its pipe (the CLI's work, sharing the cores, taken away), and the capture in process, warm (best of 40), with frames written to /dev/null, with headers only packed, and dropped. Start-up = `first_op_ms`, from the CLI process's start; the CLI starts the agent before it loads its own modules, so Node's start-up (wall of `torchlens --version`, shown beside it) overlaps Python's `import torch`.",
   );
   p();
   p(
@@ -413,6 +420,15 @@ export function markdown({
     row("**numpy write** of the extraction's bytes, s", S.npWrite, 1e-3);
     row("&nbsp;&nbsp;rate, MB/s", S.npwriteMbps);
     row("**capture overhead**, µs per recorded op (raw)", S.overheadUs);
+    if (m.smallOps) {
+      row(
+        "&nbsp;&nbsp;agent alone, no CLI beside it (cold, one forward per process), µs/op",
+        S.aloneUs,
+      );
+      row("&nbsp;&nbsp;in process, warm: frames written to /dev/null, µs/op", S.warmWireUs);
+      row("&nbsp;&nbsp;in process, warm: headers only packed, µs/op", S.warmPackUs);
+      row("&nbsp;&nbsp;in process, warm: frames dropped, µs/op", S.warmDropUs);
+    }
     if (m.bigActivations)
       row(
         "&nbsp;&nbsp;less the numpy-write time of the same bytes (est.), µs/op",

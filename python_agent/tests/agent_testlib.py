@@ -199,11 +199,13 @@ class AgentRun:
 
 
 def start_agent(*requests: Dict[str, Any], extra_stdin: bytes = b"", standby: bool = False,
-                wake: bytes = b"") -> AgentRun:
+                wake: bytes = b"", extra_path: Optional[str] = None) -> AgentRun:
     """Spawn `python -m torchlens_agent` as the CLI does and queue the requests on its stdin.
-    `standby` starts it as the CLI starts its later Python candidates; `wake` goes first on stdin."""
+    `standby` starts it as the CLI starts its later Python candidates; `wake` goes first on stdin;
+    `extra_path` goes on PYTHONPATH right after the agent (before the installed packages)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = AGENT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    path = [AGENT_ROOT, extra_path, env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("TORCHLENS_AGENT_STANDBY", None)
     if standby:

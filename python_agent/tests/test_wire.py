@@ -372,10 +372,14 @@ def test_shutdown_request_exits_cleanly_after_hello(failures):
     assert [h["type"] for h in run.headers] == ["hello"]
 
 
-def test_standby_agent_whose_stdin_closes_exits_quietly_without_importing_torch():
+def test_standby_agent_whose_stdin_closes_exits_quietly_without_importing_torch(tmp_path):
     # The CLI starts its later Python candidates in standby and closes their stdin once one is chosen.
-    run = start_agent(standby=True).wait(timeout=30)
-    assert run.rc == 0 and run.stdout == b"" and run.stderr == b""
+    # Here `torch` is a package that the package check finds but that fails when imported: a standby
+    # that imported it (or anything that does) would exit with its traceback.
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('the standby imported torch')\n")
+    run = start_agent(standby=True, extra_path=str(tmp_path)).wait(timeout=30)
+    assert run.rc == 0 and run.stdout == b"" and run.stderr == b"", run.stderr.decode(errors="replace")
 
 
 def test_woken_standby_agent_says_hello_and_serves_requests_with_the_wake_byte_kept_off_the_wire():

@@ -4,7 +4,16 @@ import path from "node:path";
 import { execa } from "execa";
 import type { ModuleEntry, Pass, RunLog } from "../src/log/types.js";
 import type { ArrayStats } from "../src/store/arrayStats.js";
-import { BIN, fixture, PYTHON, python, ROOT, tempDir, torchlens } from "./helpers/cli.js";
+import {
+  BIN,
+  fixture,
+  fixtureInput,
+  PYTHON,
+  python,
+  ROOT,
+  tempDir,
+  torchlens,
+} from "./helpers/cli.js";
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -18,8 +27,7 @@ beforeAll(async () => {
       const r = await torchlens([
         "extract",
         fixture(`${name}.py`),
-        "--input",
-        fixture(`${name}_input.pt`),
+        ...fixtureInput(name),
         "-o",
         run(name),
       ]);

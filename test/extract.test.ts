@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { RunLog } from "../src/log/types.js";
-import { fixture, python, tempDir, torchlens } from "./helpers/cli.js";
+import { fixture, fixtureInput, python, tempDir, torchlens } from "./helpers/cli.js";
 
 const FIXTURES = [
   "cnn",
@@ -33,8 +33,7 @@ describe.each(FIXTURES)("extract %s through the real CLI and agent", (name) => {
     result = await torchlens([
       "extract",
       fixture(`${name}.py`),
-      "--input",
-      fixture(`${name}_input.pt`),
+      ...fixtureInput(name),
       "-o",
       run,
       "--json",

@@ -3,7 +3,7 @@ import { copyFileSync, cpSync, readFileSync, statSync, truncateSync, writeFileSy
 import path from "node:path";
 import type { RunLog } from "../src/log/types.js";
 import type { ValidationReport } from "../src/validate/report.js";
-import { fixture, python, tempDir, torchlens } from "./helpers/cli.js";
+import { fixture, fixtureInput, python, tempDir, torchlens } from "./helpers/cli.js";
 
 const FIXTURES = [
   "cnn",
@@ -26,8 +26,7 @@ async function extractTo(name: string, extra: string[] = []): Promise<string> {
   const res = await torchlens([
     "extract",
     fixture(`${name}.py`),
-    "--input",
-    fixture(`${name}_input.pt`),
+    ...fixtureInput(name),
     "-o",
     run,
     ...extra,

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .references import ReferenceWalk
 from .walk import iter_tensors
 from .wire import INLINE_BYTES
 
@@ -107,6 +108,9 @@ _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
 # Calls whose own work is printing or copying out: capture pauses inside them.
 _TENSOR_PAUSE = ("__repr__", "__str__", "__format__", "__array__", "tolist", "numpy", "item")
 
+# What the completeness check (completeness.py) does not count: the calls capture leaves alone.
+NOT_OPS = _TENSOR_SKIP | frozenset(_TENSOR_PAUSE) | _SKIP_NAMES
+
 _INPLACE_DUNDERS = frozenset(
     "__iadd__ __isub__ __imul__ __itruediv__ __idiv__ __ifloordiv__ __imod__ __ipow__ __iand__ "
     "__ior__ __ixor__ __ilshift__ __irshift__ __imatmul__ __setitem__".split()
@@ -133,6 +137,20 @@ class _OpProxy:
         return getattr(self._packet, name)
 
 
+# Fused kernels that compute, in one op, what torch otherwise does in many: the log says so, and
+# which flag shows the inside (docs/capture.md).
+FUSED_NOTES = {
+    "_transformer_encoder_layer_fwd": "torch's fused fast path for a whole nn.TransformerEncoderLayer (eval mode, "
+                                      "autograd off): its attention and feed-forward ops run inside this one kernel; "
+                                      "extract with --grad to record them one by one",
+    "_native_multi_head_attention": "torch's fused fast path for nn.MultiheadAttention (eval mode, autograd off): "
+                                    "the projections, attention weights and softmax run inside this one kernel; "
+                                    "extract with --grad to record them one by one",
+    "scaled_dot_product_attention": "a fused attention kernel: the attention weights and their softmax are computed "
+                                    "inside it and are not passes of their own (modules called with "
+                                    "need_weights=True compute them op by op)",
+}
+
 # The pass made for the base of a view written in place (`y = x[:, 0]; y.add_(1)` changes x).
 VIEW_WRITE = "view_write"
 
@@ -155,6 +173,18 @@ def _is_op_name(name: str) -> bool:
 
 _INPLACE_BY_NAME: Dict[str, bool] = {}
 _POSITIONS = tuple(str(i) for i in range(64))
+
+
+# Ops that write to arguments their names do not mark as in-place: batch norm's running statistics.
+_WRITES_STATE = frozenset("batch_norm native_batch_norm _native_batch_norm_legit _batch_norm_impl_index "
+                          "cudnn_batch_norm miopen_batch_norm instance_norm _batch_norm_with_update "
+                          "_native_batch_norm_legit_functional".split())
+
+
+def writes_arguments(func: str) -> bool:
+    """The op may change a tensor it is given (`add_`, `x[i] = v`, batch norm's running stats): the
+    tensors it reads from outside the pass must be recorded before it runs."""
+    return _is_inplace(func, {}) or func in _WRITES_STATE
 
 
 def _is_inplace(func: str, kwargs: Dict[str, Any]) -> bool:
@@ -230,10 +260,30 @@ _CONTIGUOUS = Tensor.contiguous
 _NUMPY = Tensor.numpy
 
 
+def shape_of(t: Tensor) -> List[int]:
+    """The shape a pass records: a nested tensor (torch's fast paths with padding masks make them)
+    has none of its own and is recorded as its zero-padded form, as tensor_bytes stores it."""
+    try:
+        return list(t.shape)
+    except RuntimeError:
+        if not t.is_nested:
+            raise
+        return list(_padded(t).shape)
+
+
+def _padded(t: Tensor) -> Tensor:
+    nested = getattr(torch, "nested", None)
+    to_padded = getattr(nested, "to_padded_tensor", None)
+    return to_padded(t, 0.0) if to_padded is not None else t.to_padded_tensor(0.0)
+
+
 def tensor_bytes(t: Tensor) -> Tuple[np.ndarray, Optional[str]]:
     """The C-order numpy array to store for t, and a note when it had to be converted."""
     note = None
     d = _DETACH(t) if t.requires_grad else t
+    if d.is_nested:
+        d = _padded(d)
+        note = "nested tensor stored zero-padded"
     if d.layout != torch.strided:
         d = d.to_dense()
         note = f"{str(t.layout).replace('torch.', '')} tensor stored dense"
@@ -322,6 +372,8 @@ class CaptureSession:
         self.selection = SavePlan(save, set(self.module_address.values()))
         # set by validation (replay.py): called instead of the plain record path
         self.replay: Optional[Callable[..., Any]] = None
+        # validation only: a wrapper is calling its original now (completeness.py reads it)
+        self.dispatching = False
 
     # tags -----------------------------------------------------------------------------------
 
@@ -341,7 +393,7 @@ class CaptureSession:
 
     def _emit(self, t: Tensor, record: Dict[str, Any]) -> None:
         """Fill in a record's tensor facts, send it, and its bytes when saving."""
-        record["shape"] = list(t.shape)
+        record["shape"] = shape_of(t)
         record["dtype"] = dtype_name(t.dtype)
         device = t.device
         name = self._device_names.get(device)
@@ -355,7 +407,7 @@ class CaptureSession:
             record["stored_dtype"] = arr.dtype.str
             record["nbytes"] = nbytes
             if note:
-                record["note"] = note
+                record["note"] = f"{record['note']}; {note}" if "note" in record else note
             self.wire.send(record)
             if nbytes:
                 # small payloads are copied into the wire's batch anyway: no need to ask (a slow question)
@@ -407,6 +459,17 @@ class CaptureSession:
             return None
         self._keep.append(t)
         return self._source(t, "constant", "constant")
+
+    def before_write(self, args: tuple, kwargs: Dict[str, Any]) -> None:
+        """An op is about to write to its arguments: tensors from outside the pass (buffers,
+        constants) become source passes now, so their saved arrays hold the values it read."""
+        self.paused += 1
+        try:
+            for _, t in iter_tensors((args, kwargs)):
+                if self.tag_of(t) is None and id(t) not in self.param_address:
+                    self._parent_id(t, [])
+        finally:
+            self.paused -= 1
 
     def on_call(self, func: str, qualname: str, args: tuple, kwargs: Dict[str, Any], out: Any,
                 first_new_id: int, elapsed: float) -> None:
@@ -461,13 +524,17 @@ class CaptureSession:
                 name = self._names[func] = label_name(func)
             time_ms = elapsed * 1000.0
             multi = not isinstance(out, Tensor)
+            fused = FUSED_NOTES.get(func)
             for path, t in fresh:
                 pid = self._new_pass(t)
-                self._emit(t, {"type": "op", "id": pid, "kind": kind, "func": func,
-                               "name": name, "qualname": qualname, "call": call,
-                               "out_index": path if multi else None, "parents": parents,
-                               "args": summary, "params": params, "modules": modules,
-                               "inplace": inplace, "time_ms": time_ms})
+                record = {"type": "op", "id": pid, "kind": kind, "func": func,
+                          "name": name, "qualname": qualname, "call": call,
+                          "out_index": path if multi else None, "parents": parents,
+                          "args": summary, "params": params, "modules": modules,
+                          "inplace": inplace, "time_ms": time_ms}
+                if fused is not None:
+                    record["note"] = fused
+                self._emit(t, record)
                 if inplace and t._base is not None:
                     self._view_written(t._base, pid, modules)
         finally:
@@ -561,11 +628,14 @@ class _Switch:
 
 def _make_wrapper(orig: Callable, func: str, qualname: str, switch: _Switch) -> Callable:
     perf = time.perf_counter
+    writes = writes_arguments(func)  # decided once per function, not per call
 
     def wrapper(*args, **kwargs):
         s = switch.session
         if s is None or s.paused:
             return orig(*args, **kwargs)
+        if writes or (kwargs and kwargs.get("out") is not None):
+            s.before_write(args, kwargs)
         if s.replay is not None:  # validation: the session replays each op as it is recorded
             return s.replay(orig, func, qualname, args, kwargs)
         first_new_id = s.next_id
@@ -603,6 +673,7 @@ def _make_pausing(orig: Callable, switch: _Switch) -> Callable:
 
 def _make_property(orig: Any, func: str, switch: _Switch) -> property:
     getter = _make_wrapper(lambda self: orig.__get__(self, Tensor), func, f"Tensor.{func}", switch)
+    getter.__name__ = func  # the property's name, as torch reports the attribute it gets
     def setter(self, value, _orig=orig):  # noqa: ANN001
         _orig.__set__(self, value)
 
@@ -621,6 +692,7 @@ class Wrappers:
         self.installed = False
         self.count = 0
         self._by_id: Dict[int, Callable] = {}  # original function id -> its wrapper
+        self._undo: List[Callable[[], None]] = []  # puts back references rebind_references replaced
 
     def install(self) -> None:
         if self.installed:
@@ -665,7 +737,7 @@ class Wrappers:
                 continue
             orig = getattr(Tensor, name, None)
             if isinstance(orig, _FUNCTION_TYPES):
-                self._replace(Tensor, name, _make_wrapper(orig, name, f"Tensor.{name}", switch), tensor_dict)
+                self._replace(Tensor, name, self._wrapper_for(orig, name, f"Tensor.{name}", by_id), tensor_dict)
         self._replace(nn.Module, "__call__", _make_module_call(vars(nn.Module)["__call__"], switch))
         self._wrap_op_namespaces()
         function = torch.autograd.Function
@@ -714,6 +786,16 @@ class Wrappers:
                 if wrapper is not None and wrapper is not value:
                     self._replace(mod, name, wrapper)
 
+    def rebind_references(self, model: nn.Module, modules: List[Any]) -> int:
+        """Point references to wrapped originals that the model reaches without a name lookup
+        (attributes, registries, defaults, partials, closures: references.py) at their wrappers;
+        restore() puts them back. Returns how many were replaced."""
+        walk = ReferenceWalk(lambda value: self._by_id.get(id(value)), self._undo)
+        for mod in modules:
+            walk.module_globals(mod)
+        walk.model(model)
+        return walk.replaced
+
     def _wrapper_for(self, orig: Callable, name: str, qualname: str, by_id: Dict[int, Callable]) -> Callable:
         wrapper = by_id.get(id(orig))
         if wrapper is None:
@@ -729,6 +811,9 @@ class Wrappers:
     def restore(self) -> None:
         """Put every original back, in reverse order of replacement."""
         self.switch.session = None
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
         for owner, name, original in reversed(self._saved):
             if original is _MISSING:
                 try:
@@ -840,8 +925,9 @@ def _make_module_call(orig_call: Callable, switch: _Switch) -> Callable:
 
 
 def run_captured(wrappers: Wrappers, session: CaptureSession, model: nn.Module, args: tuple,
-                 kwargs: Dict[str, Any]) -> Tuple[Any, float]:
-    """One forward pass under capture. Returns (output, forward seconds)."""
+                 kwargs: Dict[str, Any], grad: bool = True) -> Tuple[Any, float]:
+    """One forward pass under capture, with autograd on or off as the user's own forward would
+    run (`grad`). Returns (output, forward seconds)."""
     session.add_inputs(args, kwargs)
     profile_path = os.environ.get("TORCHLENS_AGENT_PROFILE")  # cProfile of the captured forward
     profiler = None
@@ -858,7 +944,8 @@ def run_captured(wrappers: Wrappers, session: CaptureSession, model: nn.Module, 
     try:
         if profiler is not None:
             profiler.enable()
-        out = model(*args, **kwargs)
+        with torch.set_grad_enabled(grad):
+            out = model(*args, **kwargs)
     finally:
         if profiler is not None:
             profiler.disable()

@@ -3,12 +3,13 @@
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .capture import CaptureSession, Wrappers, dtype_name, run_captured
 from .errors import UserError, error_frame
 from .load import (example_inputs, find_model, import_model_file, load_input_file,
                    random_inputs, resolve_device, seed_everything, split_args, to_device)
+from .walk import map_tensors
 from .wire import Wire, WireClosed
 
 
@@ -45,6 +46,8 @@ class Loaded:
 
     def __init__(self, wire: Wire, request: Dict[str, Any], wrappers: Wrappers, stage: Dict[str, str]):
         self.seed = int(request.get("seed", 0))
+        # autograd on or off in the forward pass; requests from before the choice existed ran with it on
+        self.grad = bool(request.get("grad", True))
         seed_everything(self.seed)
         before = set(sys.modules)
         self.module = import_model_file(request["model_file"])
@@ -52,13 +55,33 @@ class Loaded:
         # Wrap only now, so TorchScript compiled at import or build time meets torch as it is; then
         # point the user's own `from torch import relu` names at the wrappers too.
         wrappers.install()
-        wrappers.rebind(_user_modules(self.module, set(sys.modules) - before) + _library_modules())
+        user_modules = _user_modules(self.module, set(sys.modules) - before)
+        wrappers.rebind(user_modules + _library_modules())
+        # ... and references taken by value at import or build time (`self.act = F.gelu`)
+        wrappers.rebind_references(self.model, user_modules + _class_modules(self.model))
         stage["phase"] = "input"
         self.device = resolve_device(request.get("device") or "cpu")
         args, kwargs = _inputs(request, self.module, self.seed)
         self.model = self.model.to(self.device)
         self.args, self.kwargs = to_device(args, self.device), to_device(kwargs, self.device)
+        # forwards that change their inputs in place (`x += 1`) must not change the next forward's
+        self._pristine = pristine_copy((self.args, self.kwargs))
         wire.send(_model_frame(self.model, self.device, self.seed), flush=True)
+
+
+    def fresh_inputs(self) -> Tuple[tuple, Dict[str, Any]]:
+        """Copies of the inputs as they were loaded, for a forward pass after the first."""
+        return pristine_copy(self._pristine)
+
+
+def pristine_copy(obj: Any) -> Any:
+    """The same structure with every tensor copied (values, dtype, device, requires_grad), so that
+    nothing done to the copy reaches the original."""
+    def copy(t):
+        c = t.detach().clone()
+        return c.requires_grad_(True) if t.requires_grad and (c.is_floating_point() or c.is_complex()) else c
+
+    return map_tensors(obj, copy)
 
 
 def _library_modules() -> list:
@@ -67,6 +90,13 @@ def _library_modules() -> list:
     return [m for name, m in list(sys.modules.items())
             if m is not None and name.split(".")[0] in ("torch", "torchvision", "torchaudio")
             and name not in ("torch", "torch._VF") and not name.startswith("torch._C")]
+
+
+def _class_modules(model) -> list:
+    """The modules defining the model's module classes (a library's registries live there), torch's
+    own left to `_library_modules`."""
+    names = {cls.__module__ for mod in model.modules() for cls in type(mod).__mro__}
+    return [sys.modules[n] for n in sorted(names) if n in sys.modules and n.split(".")[0] not in ("torch", "builtins")]
 
 
 def _user_modules(main, new_names) -> list:
@@ -114,7 +144,7 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
         session = CaptureSession(wire, loaded.model, save=request.get("save", "all"),
                                  max_repr=int(request.get("max_args_repr", 64)))
         seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run
-        out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs)
+        out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs, grad=loaded.grad)
         outputs = session.add_outputs(out)
         wire.send({"type": "done", "num_ops": session.num_ops, "num_calls": session.num_calls,
                    "num_passes": session.next_id - 1, "outputs": outputs,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .capture import VIEW_WRITE, CaptureSession, dtype_name, tensor_bytes
+from .capture import VIEW_WRITE, CaptureSession, dtype_name, shape_of, tensor_bytes
 from .errors import UserError
 from .walk import get_at, iter_tensors, map_tensors_at
 
@@ -102,6 +102,9 @@ EXEMPT: Dict[str, Tuple[str, Callable[[str, str], bool]]] = {
     "other-output": ("this output of a multi-output call does not depend on the argument; another output of the "
                      "same call does (unbind, pack_padded_sequence's batch sizes, embedding_bag's offsets)",
                      lambda f, pos: False),  # applied by the check, which sees every output of the call
+    "non-finite": ("the pass is NaN or infinite everywhere and stayed so for every perturbation tried (another "
+                   "argument is NaN, or the op maps every value tried outside its domain): no value could show "
+                   "the dependence", lambda f, pos: False),  # applied by the check, which sees the output
     "empty": ("the output has no elements, or the parent has none: there is no value to change",
               lambda f, pos: False),  # applied where the check finds an empty tensor, not by name
 }
@@ -233,6 +236,8 @@ def _identical(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _perturbed(t: Tensor, gen: torch.Generator) -> Optional[Tensor]:
     """A tensor of the same shape, dtype and device whose values differ everywhere we can make them."""
+    if t.is_nested:
+        return None
     if t.numel() == 0:
         return None
     if t.is_quantized:
@@ -244,15 +249,30 @@ def _perturbed(t: Tensor, gen: torch.Generator) -> Optional[Tensor]:
         return ~t
     if t.is_floating_point() or t.is_complex():
         noise = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)
-        scale = float(t.detach().abs().float().max()) + 1.0
         wide = torch.complex128 if t.is_complex() else torch.float64
+        base = t.detach().to(wide)
+        finite = torch.isfinite(base)
+        # NaN and ±inf stay NaN and inf whatever is added: those entries become finite values, so
+        # that the child can change (log of negatives in a loop gives an all-NaN parent)
+        magnitude = base.abs()[finite]
+        scale = (float(magnitude.max()) if magnitude.numel() else 0.0) + 1.0
         noise = noise * (1 + 1j) if t.is_complex() else noise
-        return (t.detach().to(wide) + noise * scale).to(t.dtype)
+        moved = torch.where(finite, base + noise * scale, noise * scale)
+        return moved.to(t.dtype)
     # Integers move up by a random 1..997 each: every value changes, and so do sums, floor
     # divisions and remainders of them (nearly always; a permutation would leave sums alone). An
     # index pushed out of range makes the op raise, which counts as a change.
     step = torch.randint(1, 998, t.shape, generator=gen).to(device=t.device, dtype=t.dtype)
     return t.detach() + step
+
+
+def _more_perturbations(t: Tensor, gen: torch.Generator) -> List[Tensor]:
+    """Further candidates for a float parent whose first perturbation changed nothing: fresh
+    values of both signs, then positive ones, then small ones (a saturated op moves near zero)."""
+    if t.is_nested or t.numel() == 0 or t.is_quantized:
+        return []
+    fresh = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)
+    return [(fresh * 3).to(t.dtype), (fresh.abs() * 3 + 0.5).to(t.dtype), (fresh * 0.1).to(t.dtype)]
 
 
 # -- the validation session -----------------------------------------------------------------------------
@@ -290,7 +310,7 @@ class ValidationSession(CaptureSession):
     # -- each recorded pass ----------------------------------------------------------------------------
 
     def _emit(self, t: Tensor, record: Dict[str, Any]) -> None:
-        record["shape"] = list(t.shape)
+        record["shape"] = shape_of(t)
         record["dtype"] = dtype_name(t.dtype)
         pid = record["id"]
         verdict: Dict[str, Any] = {"type": "verdict", "id": pid, "func": record["func"], "status": "passed",
@@ -339,6 +359,8 @@ class ValidationSession(CaptureSession):
         """The parent's saved array as a tensor like the live one (dtype, device), or the live value."""
         expected = self.expected.get(parent_id)
         saved = self._saved(expected) if expected else None
+        if live.is_nested:  # saved zero-padded: the live value is the only nested one there is
+            return live
         if saved is None:
             return _fresh(live.detach())
         if live.is_quantized:
@@ -432,11 +454,11 @@ class ValidationSession(CaptureSession):
                 rule = "empty" if parents[pos].numel() == 0 else "unperturbable"
                 checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": rule})
                 continue
-            replacements = {k: _fresh(v) for k, v in parents.items()}
-            for other_pid, other_pos in record["parents"]:
-                if other_pid == pid:
-                    replacements[other_pos] = _fresh(perturbed)
-            def attempt(pid: int = pid, replacements: Dict[str, Tensor] = replacements) -> bool:
+            def attempt(pid: int = pid, perturbed: Tensor = perturbed) -> bool:
+                replacements = {k: _fresh(v) for k, v in parents.items()}
+                for other_pid, other_pos in record["parents"]:
+                    if other_pid == pid:
+                        replacements[other_pos] = _fresh(perturbed)
                 try:
                     with torch.no_grad():
                         out = replay(replacements)
@@ -453,14 +475,22 @@ class ValidationSession(CaptureSession):
             # Kernels from extensions (torchvision's roi_align, ...) may not check their inputs: a
             # perturbed box whose batch index is out of range crashes the process. Those replay in a
             # forked child; a child that dies counts as a change (it read the values).
-            changed = _isolated(attempt) if _foreign(record) else attempt()
+            def run(candidate: Tensor, foreign: bool = _foreign(record)) -> bool:
+                return _isolated(lambda: attempt(perturbed=candidate)) if foreign else attempt(perturbed=candidate)
+
+            changed = run(perturbed)
+            if not changed and parents[pos].is_floating_point():
+                # Values of another sign or size: an op defined on part of the line (log, sqrt of
+                # negatives) or saturating (tanh of large values) may ignore one shift but not all.
+                changed = any(run(other) for other in _more_perturbations(parents[pos], self._gen))
             if changed:
                 checks.append({"parent": pid, "position": pos, "status": "changed", "rule": None})
                 continue
             rule = exemption(record["func"], pos, False) or self._zero_parameters(record) or \
                 self._remainder_by_one(record, pos) or \
                 ("quantized" if parents[pos].is_quantized else None) or \
-                ("other-output" if pid in other_output else None)
+                ("other-output" if pid in other_output else None) or \
+                ("non-finite" if reference.dtype.kind in "fc" and not np.isfinite(reference).any() else None)
             if rule:
                 checks.append({"parent": pid, "position": pos, "status": "exempt", "rule": rule})
             else:
@@ -512,7 +542,7 @@ def _any_changed(out: Any, reference: List[Tensor]) -> bool:
 def _fresh(t: Tensor) -> Tensor:
     """A copy an in-place replay may write to (quantized tensors cannot be cloned; ops on them
     are not in place)."""
-    return t if t.is_quantized else t.clone()
+    return t if t.is_quantized or t.is_nested else t.clone()
 
 
 def _requantize(saved: np.ndarray, live: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ from typing import Any, Dict, List
 
 import torch
 
-from .capture import run_captured, tensor_bytes
+from . import completeness
+from .capture import NOT_OPS, run_captured, tensor_bytes
 from .extract import Loaded, guarded
 from .load import seed_everything
 from .replay import RunArrays, ValidationSession, compare, outputs_in_order
@@ -52,16 +53,37 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         session = ValidationSession(wire, loaded.model, expected, arrays,
                                     check_dependence=bool(request.get("check_dependence", True)))
         seed_everything(loaded.seed)
-        out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs)
+        args, kwargs = loaded.fresh_inputs()
+        out, forward_s = run_captured(wrappers, session, loaded.model, args, kwargs, grad=loaded.grad)
         session.add_outputs(out)
         wire.flush()
 
+        # completeness: the calls a TorchFunctionMode sees, under capture and in a plain pass. In
+        # passes of their own, since torch's fused fast paths step aside while a mode is active.
+        captured_calls = plain_calls = None
+        if completeness.available():
+            _restore(loaded.model, pristine)
+            captured_calls = completeness.CallCounter(NOT_OPS, wrappers.switch)
+            probe = completeness.ProbeSession(loaded.model)
+            seed_everything(loaded.seed)
+            args, kwargs = loaded.fresh_inputs()
+            with captured_calls:
+                run_captured(wrappers, probe, loaded.model, args, kwargs, grad=loaded.grad)
+        wrappers.restore()
+        if completeness.available():
+            _restore(loaded.model, pristine)
+            plain_calls = completeness.CallCounter(NOT_OPS)
+            seed_everything(loaded.seed)
+            args, kwargs = loaded.fresh_inputs()
+            with torch.set_grad_enabled(loaded.grad), plain_calls:
+                loaded.model(*args, **kwargs)
+
         # ground truth: a plain forward pass, no wrappers installed, same seed and inputs
         _restore(loaded.model, pristine)
-        wrappers.restore()
         seed_everything(loaded.seed)
-        with torch.no_grad():
-            plain = outputs_in_order(loaded.model(*loaded.args, **loaded.kwargs))
+        args, kwargs = loaded.fresh_inputs()  # what the model was given, not what the captured pass left
+        with torch.set_grad_enabled(loaded.grad):  # the grad mode the run was captured in
+            plain = outputs_in_order(loaded.model(*args, **kwargs))
         ground: List[Dict[str, Any]] = []
         for i, want in enumerate(outputs_expected):
             entry: Dict[str, Any] = {"id": want["id"], "ok": False, "reason": None, "max_abs_err": None}
@@ -79,7 +101,8 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
                            "reason": f"the plain forward pass returned {len(plain)} tensors, the run has {len(outputs_expected)}"})
         arrays.close()
         wire.send({"type": "done", "num_ops": session.num_ops, "num_passes": session.next_id - 1,
-                   "counts": session.counts, "ground_truth": ground, "forward_ms": forward_s * 1000.0,
+                   "counts": session.counts, "ground_truth": ground,
+                   "completeness": completeness.report(captured_calls, plain_calls), "forward_ms": forward_s * 1000.0,
                    "wall_ms": (time.perf_counter() - wall0) * 1000.0}, flush=True)
 
     return guarded(wire, request, body)

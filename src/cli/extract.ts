@@ -37,6 +37,8 @@ export interface ExtractOptions {
   force: boolean;
   python?: string;
   allowPickle: boolean;
+  /** --grad: the forward pass runs with autograd on; otherwise under torch.no_grad(). */
+  grad: boolean;
   /** --graph: also draw the rolled graph into RUN/graph.svg. */
   graph?: boolean;
   /** --layers: what to save (the log always lists every pass). */
@@ -260,6 +262,7 @@ async function runAgent(
     input: input.request,
     seed: opts.seed,
     device: opts.device,
+    grad: opts.grad,
     save,
     allow_pickle: opts.allowPickle,
   });
@@ -420,7 +423,7 @@ export async function extract(opts: ExtractOptions, argv: string[]): Promise<Ext
         class: log.model.class,
       },
       input: input.manifest,
-      options: { device: opts.device, seed: opts.seed, layers: selectors },
+      options: { device: opts.device, seed: opts.seed, layers: selectors, grad: opts.grad },
       seed: opts.seed,
       files: { log: LOG, activations: ACTIVATIONS },
       counts: {

@@ -55,6 +55,14 @@ function addModelOptions(cmd: Command): Command {
       "Python interpreter with torch (default: $TORCHLENS_PYTHON, then python3, python, /usr/bin/python3)",
     )
     .option(
+      "--grad",
+      "run the forward pass with autograd on, as training code does: fused inference kernels then show their inside",
+    )
+    .option(
+      "--no-grad",
+      "run the forward pass under torch.no_grad(), as inference code does (the default)",
+    )
+    .option(
       "--allow-pickle",
       "let torch.load unpickle arbitrary objects in --input (only for files you trust)",
       false,
@@ -78,6 +86,8 @@ function modelOptions(
     seed: o.seed as number,
     python: o.python as string | undefined,
     allowPickle: Boolean(o.allowPickle),
+    // --no-grad is the default: the forward pass inference code runs (docs/capture.md)
+    grad: o.grad === true,
     verbose: Boolean(o.verbose),
   };
 }

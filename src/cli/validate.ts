@@ -17,6 +17,7 @@ import { Progress } from "../ui/progress.js";
 import { validationPlan } from "../validate/plan.js";
 import {
   buildReport,
+  type Completeness,
   type GroundTruth,
   type ValidationReport,
   type Verdict,
@@ -124,7 +125,8 @@ export async function validateRun(dir: string, opts: ValidateOptions): Promise<V
       python: choosePython(opts.python),
       onStderr: (chunk) => progress.passThrough(chunk),
     });
-    const options = run.manifest.options as { device?: string };
+    // runs made before the grad choice existed ran their forward pass with autograd on
+    const options = run.manifest.options as { device?: string; grad?: boolean };
     agent.send({
       type: "validate",
       model_file: modelFile,
@@ -132,6 +134,7 @@ export async function validateRun(dir: string, opts: ValidateOptions): Promise<V
       input,
       seed: run.manifest.seed,
       device: options.device ?? "cpu",
+      grad: options.grad ?? true,
       npz: path.resolve(run.npz),
       expected: plan.expected,
       outputs: plan.outputs,
@@ -153,6 +156,7 @@ export async function validateRun(dir: string, opts: ValidateOptions): Promise<V
           header.ground_truth as GroundTruth[],
           header.num_ops as number,
           corrupted,
+          header.completeness as Completeness | undefined,
         );
       }
     }

@@ -32,6 +32,32 @@ export interface GroundTruth {
   max_abs_err: number | null;
 }
 
+/** Whether the capture saw every tensor-making torch call (python_agent/.../completeness.py). */
+export interface Completeness {
+  /** false where the agent's torch has no TorchFunctionMode (then `ok` is true, `reason` says why). */
+  checked: boolean;
+  ok: boolean;
+  reason?: string;
+  /** Calls no wrapper saw: the function, the user's line that made it, how often. */
+  unseen: { func: string; where: string; count: number }[];
+  /** Tensor-making torch calls counted in the captured and in the plain forward pass. */
+  captured_calls: number | null;
+  plain_calls: number | null;
+  /** Functions whose counts differ between the two passes. */
+  differences: { func: string; captured: number; plain: number }[];
+}
+
+/** What an agent older than the completeness check reports: nothing checked. */
+const NOT_CHECKED: Completeness = {
+  checked: false,
+  ok: true,
+  reason: "the agent did not report it",
+  unseen: [],
+  captured_calls: null,
+  plain_calls: null,
+  differences: [],
+};
+
 export interface PassVerdict extends Omit<Verdict, "dependence"> {
   label: string;
   dependence: (Omit<DependenceCheck, "parent"> & { parent: string })[];
@@ -47,6 +73,7 @@ export interface ValidationReport {
   corrupted: string[];
   ground_truth: (Omit<GroundTruth, "id"> & { pass: string | null })[];
   accounting: { ops_in_log: number; ops_dispatched: number; ok: boolean };
+  completeness: Completeness;
   largest_error: { pass: string; max_abs_err: number } | null;
   exemptions: Record<string, number>;
   verdicts: PassVerdict[];
@@ -59,6 +86,7 @@ export function buildReport(
   ground: GroundTruth[],
   opsDispatched: number,
   corrupted: string[],
+  completeness: Completeness = NOT_CHECKED,
 ): ValidationReport {
   const byId = new Map<number, Pass>(log.passes.map((p) => [p.id, p]));
   const label = (id: number | null) => (id === null ? null : (byId.get(id)?.label ?? `#${id}`));
@@ -104,7 +132,11 @@ export function buildReport(
     ok: log.num_ops_dispatched === opsDispatched,
   };
   const ok =
-    counts.failed === 0 && missing.length === 0 && groundTruth.every((g) => g.ok) && accounting.ok;
+    counts.failed === 0 &&
+    missing.length === 0 &&
+    groundTruth.every((g) => g.ok) &&
+    accounting.ok &&
+    completeness.ok;
   return {
     run,
     ok,
@@ -113,6 +145,7 @@ export function buildReport(
     corrupted,
     ground_truth: groundTruth,
     accounting,
+    completeness,
     largest_error: largest,
     exemptions,
     verdicts: passVerdicts,
@@ -146,6 +179,20 @@ export function describeReport(r: ValidationReport, limit = 50): string {
     lines.push(
       `FAIL accounting: the forward pass dispatched ${r.accounting.ops_dispatched} ops, the log records ${r.accounting.ops_in_log}`,
     );
+  const c = r.completeness;
+  for (const u of c.unseen)
+    lines.push(
+      `FAIL incomplete: ${u.func} was called ${u.count === 1 ? "once" : `${u.count} times`} at ${u.where} and torchlens did not record it (a function held where capture could not rebind it: call it by name, e.g. F.${u.func}(x))`,
+    );
+  if (c.checked && c.captured_calls !== c.plain_calls) {
+    const diff = c.differences
+      .slice(0, 5)
+      .map((d) => `${d.func} ${d.captured} captured / ${d.plain} plain`)
+      .join(", ");
+    lines.push(
+      `FAIL incomplete: the plain forward pass made ${c.plain_calls} tensor-making torch calls, the captured one ${c.captured_calls}${diff ? ` (${diff})` : ""}`,
+    );
+  }
   const ex = Object.entries(r.exemptions)
     .map(([k, n]) => `${k} ${n}`)
     .join(", ");
@@ -155,7 +202,7 @@ export function describeReport(r: ValidationReport, limit = 50): string {
   lines.push(
     `${r.ok ? "valid" : "INVALID"}: ${r.counts.passed} passed, ${r.counts.failed} failed, ${r.counts.exempt} exempt of ${r.counts.total} passes; ` +
       `outputs ${r.ground_truth.every((g) => g.ok) ? "match a plain forward pass" : "DIFFER from a plain forward pass"}; ` +
-      `${r.accounting.ops_dispatched} ops dispatched${largest}${ex ? `; dependence exemptions: ${ex}` : ""}`,
+      `${r.accounting.ops_dispatched} ops dispatched${c.checked ? (c.ok ? `; all ${c.plain_calls} torch calls recorded` : "; calls MISSED") : ""}${largest}${ex ? `; dependence exemptions: ${ex}` : ""}`,
   );
   return lines.join("\n");
 }

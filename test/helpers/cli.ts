@@ -14,6 +14,13 @@ export function fixture(name: string): string {
   return path.join(ROOT, "fixtures", name);
 }
 
+/** The input flags a fixture is extracted with in the tests: its saved input, and for the
+ * transformer `--grad`, since its attention internals are the point of it and torch runs them op
+ * by op only with autograd on (under the default --no-grad it takes a fused fast path). */
+export function fixtureInput(name: string): string[] {
+  return ["--input", fixture(`${name}_input.pt`), ...(name === "transformer" ? ["--grad"] : [])];
+}
+
 export async function torchlens(
   args: string[],
   opts: { env?: Record<string, string>; input?: Buffer | string; cwd?: string } = {},

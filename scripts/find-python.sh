@@ -65,3 +65,23 @@ python_help() {
 require_python() {
   find_python || { python_help; exit 1; }
 }
+
+# -- the torch 2 environment ------------------------------------------------------------------------
+# scripts/setup.sh --torch2 (and --test) builds a virtual environment with torch 2 in .venv-torch2
+# (git-ignored), so that the tests can run a second time under torch 2 while the Python above keeps
+# Debian's torch 1.13. Everything about it is decided here.
+
+TORCHLENS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TORCH2_VENV="$TORCHLENS_ROOT/.venv-torch2"
+
+# find_torch2_python: when .venv-torch2 has a Python with torch 2 or newer, numpy and msgpack, sets
+# PY2 (its path) and PY2_TORCH (torch's version) and returns 0; else returns 1 with both empty.
+find_torch2_python() {
+  PY2="" PY2_TORCH=""
+  local py="$TORCH2_VENV/bin/python" out
+  [[ -x "$py" ]] || return 1
+  out=$("$py" -c 'import torch, numpy, msgpack
+if int(torch.__version__.split(".")[0]) < 2: raise SystemExit("torch " + torch.__version__)
+print(torch.__version__)' 2>/dev/null) || return 1
+  PY2=$py PY2_TORCH=${out##*$'\n'}
+}

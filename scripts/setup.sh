@@ -4,11 +4,20 @@
 # With --test also what only the tests need: torchvision and torchaudio for the real-model tests,
 # and Chromium for the test that renders a graph in a browser (each from Debian's packages when
 # missing and apt-get may be used; otherwise those tests say they were skipped).
-# Idempotent; prints only what it does, then one line naming the Python.
+# With --torch2 (--test does it too) also the torch 2 environment in .venv-torch2, for the tests
+# that run again under torch 2 (step 5); where no torch 2 can be installed offline, one note
+# says so and the torch 2 tests are skipped.
+# Idempotent; prints only what it does, then one line naming the Python(s).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for_tests=0
-[[ "${1:-}" == "--test" ]] && for_tests=1
+for_tests=0 torch2=0
+for arg in "$@"; do
+  case $arg in
+    --test) for_tests=1 torch2=1 ;;
+    --torch2) torch2=1 ;;
+    *) echo "setup: unknown option $arg (known: --test, --torch2)" >&2; exit 2 ;;
+  esac
+done
 # shellcheck source=scripts/find-python.sh
 source scripts/find-python.sh
 
@@ -25,6 +34,11 @@ as_root() {
 }
 
 apt_install() {
+  apt_try "$@" || { echo "setup: apt-get failed" >&2; exit 1; }
+}
+
+# apt_try PACKAGE...: like apt_install, but a failure (its log on stderr) returns 1.
+apt_try() {
   echo "setup: installing $* with apt-get"
   local log
   log=$(mktemp)
@@ -33,8 +47,7 @@ apt_install() {
       apt-get install -y -qq --no-install-recommends "$@" >>"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
-    echo "setup: apt-get failed" >&2
-    exit 1
+    return 1
   fi
   rm -f "$log"
 }
@@ -91,7 +104,16 @@ if [[ $for_tests -eq 1 ]]; then
   fi
 fi
 
-# 5. The TypeScript build.
+# 5. With --torch2 or --test: the torch 2 environment (scripts/setup-torch2.sh).
+torch2_line=""
+if [[ $torch2 -eq 1 ]]; then
+  # shellcheck source=scripts/setup-torch2.sh
+  source scripts/setup-torch2.sh
+  setup_torch2
+  if find_torch2_python; then torch2_line="; torch 2: python ${PY2#"$PWD"/} (torch $PY2_TORCH)"; fi
+fi
+
+# 6. The TypeScript build.
 npm run build --silent
 
-echo "setup: python $PY (torch $PY_TORCH)"
+echo "setup: python $PY (torch $PY_TORCH)$torch2_line"

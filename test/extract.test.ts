@@ -18,6 +18,14 @@ const FIXTURES = [
 ];
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
+/** This torch has F.scaled_dot_product_attention (torch 2), which nn.MultiheadAttention uses. */
+const HAS_SDPA =
+  (
+    await python([
+      "-c",
+      "import torch.nn.functional as F; print(hasattr(F, 'scaled_dot_product_attention'))",
+    ])
+  ).stdout.trim() === "True";
 
 function readRun(run: string) {
   return {
@@ -161,11 +169,21 @@ describe("what the log says about particular models", () => {
     expect(conv?.module).not.toBeNull();
   });
 
-  test("transformer: attention internals (softmax) are recorded, inside the attention module", () => {
+  // nn.TransformerEncoderLayer asks its attention for no weights (need_weights=False). A torch
+  // without F.scaled_dot_product_attention (1.13) computes them op by op anyway, softmax included;
+  // one with it (torch 2) calls that fused op instead, and no softmax exists to record.
+  test("transformer: attention internals (softmax, or the fused attention op) are recorded, inside the attention module", () => {
     const { log } = readRun(path.join(tmp.dir, "transformer"));
-    const softmax = log.passes.filter((p) => p.func === "softmax");
-    expect(softmax.length).toBe(2);
-    for (const p of softmax) expect(p.module).toMatch(/self_attn$/);
+    const attention = log.passes.filter(
+      (p) => p.func === (HAS_SDPA ? "scaled_dot_product_attention" : "softmax"),
+    );
+    expect(attention.length).toBe(2);
+    for (const p of attention) expect(p.module).toMatch(/self_attn$/);
+    // and, on either torch, the projections in and out of attention, once per layer at least
+    for (const layer of ["layers.0.self_attn", "layers.1.self_attn"]) {
+      const linear = log.passes.filter((p) => p.func === "linear" && p.module === layer);
+      expect(linear.length).toBeGreaterThanOrEqual(2);
+    }
   });
 });
 

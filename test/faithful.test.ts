@@ -5,58 +5,25 @@
  * that capture cannot see, which validate must refuse. Through the real CLI, on whichever torch
  * TORCHLENS_PYTHON has (CI runs this file under torch 1.13 and torch 2.x).
  */
-import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { RunLog } from "../src/log/types.js";
-import type { ValidationReport } from "../src/validate/report.js";
 import { fixture, python, tempDir, torchlens } from "./helpers/cli.js";
+import {
+  expectConnected,
+  expectValid,
+  extractAndValidate as extractAndValidateTo,
+  type Outcome,
+} from "./helpers/runs.js";
 
 const tmp = tempDir("torchlens-faithful-");
 afterAll(() => tmp.cleanup());
 
-interface Outcome {
-  run: string;
-  log: RunLog;
-  manifest: { options: { grad?: boolean } };
-  report: ValidationReport;
-  validateExit: number | undefined;
-  validateStderr: string;
-}
-
-async function extractAndValidate(name: string, extra: string[] = []): Promise<Outcome> {
-  const run = path.join(tmp.dir, `${name}${extra.join("")}`);
-  const ex = await torchlens(["extract", fixture(`${name}.py`), "-o", run, ...extra]);
-  if (ex.exitCode !== 0) throw new Error(`extract ${name} failed:\n${ex.stderr}`);
-  const va = await torchlens(["validate", run, "--json"]);
-  if (!va.stdout)
-    throw new Error(`validate ${name} gave no report (exit ${va.exitCode}):\n${va.stderr}`);
-  const read = (f: string) => JSON.parse(readFileSync(path.join(run, f), "utf8"));
-  return {
-    run,
-    log: read("log.json"),
-    manifest: read("manifest.json"),
-    report: JSON.parse(va.stdout),
-    validateExit: va.exitCode,
-    validateStderr: va.stderr,
-  };
-}
-
-function expectValid(o: Outcome): void {
-  const failed = o.report.verdicts
-    .filter((v) => v.status === "failed")
-    .map((v) => `${v.label} [${v.func}]: ${v.reason}`);
-  expect(failed).toEqual([]);
-  expect(o.report.ground_truth.filter((g) => !g.ok)).toEqual([]);
-  expect(o.report.completeness.unseen).toEqual([]);
-  expect(o.report.completeness.ok).toBe(true);
-  expect(o.report.ok).toBe(true);
-  expect(o.validateExit).toBe(0);
-}
-
-/** No tensor made inside the forward pass shows up as a parentless `constant`. */
-function expectNoConstants(o: Outcome): void {
-  expect(o.log.passes.filter((p) => p.kind === "constant").map((p) => p.label)).toEqual([]);
-}
+/** extract then validate into tmp/NAME(+flags). */
+const extractAndValidate = (name: string, extra: string[] = []): Promise<Outcome> =>
+  extractAndValidateTo(
+    path.join(tmp.dir, `${name}${extra.join("")}`),
+    fixture(`${name}.py`),
+    extra,
+  );
 
 /** The saved array of a pass, read back with numpy, as a flat list. */
 async function savedValues(run: string, key: string): Promise<number[]> {
@@ -80,7 +47,7 @@ describe("functions the model holds by value are captured", () => {
     const funcs = o.log.passes.map((p) => p.func);
     for (const f of ["gelu", "layer_norm", "tanh", "sigmoid", "exp", "mul", "clamp"])
       expect(funcs).toContain(f);
-    expectNoConstants(o);
+    expectConnected(o);
   });
 
   test("the run validates, with every torch call of the forward pass recorded", () => {

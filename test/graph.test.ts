@@ -20,6 +20,7 @@ import {
 import { buildLog } from "../src/log/build.js";
 import type { Layer, Pass, RawRun, RunLog } from "../src/log/types.js";
 import { fixture, python, ROOT, tempDir, torchlens } from "./helpers/cli.js";
+import { fixtureRunsHere } from "./helpers/torch.js";
 
 function log(name: string): RunLog {
   const raw: RawRun = JSON.parse(
@@ -480,6 +481,7 @@ describe("helpers", () => {
 const FIXTURES = readdirSync(path.join(ROOT, "fixtures"))
   .filter((f) => f.endsWith(".py") && !f.startsWith("make_"))
   .map((f) => f.replace(/\.py$/, ""))
+  .filter(fixtureRunsHere) // torch2_*.py only under torch 2
   .sort();
 
 interface SvgFacts {

@@ -3,11 +3,15 @@
  * A few zoo models (zoo/models.py, the models `npm run zoo` runs) and the tricky fixtures
  * (fixtures/tricky_*.py), each of which once broke capture or validation.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import path from "node:path";
-import type { RunLog } from "../src/log/types.js";
-import type { ValidationReport } from "../src/validate/report.js";
-import { fixture, python, ROOT, tempDir, torchlens } from "./helpers/cli.js";
+import { fixture, python, ROOT, tempDir } from "./helpers/cli.js";
+import {
+  expectConnected,
+  expectValid,
+  extractAndValidate as extractAndValidateTo,
+  type Outcome,
+} from "./helpers/runs.js";
 
 const ZOO = path.join(ROOT, "zoo/models.py");
 const tmp = tempDir("torchlens-zoo-test-");
@@ -17,50 +21,13 @@ const hasModule = async (name: string) => (await python(["-c", `import ${name}`]
 const HAS_TORCHVISION = await hasModule("torchvision");
 const HAS_TORCHAUDIO = await hasModule("torchaudio");
 
-interface Outcome {
-  log: RunLog;
-  report: ValidationReport;
-}
-
-/** extract then validate; throws with the CLI's words when either step fails. */
-async function extractAndValidate(
+/** extract then validate into tmp/NAME. */
+const extractAndValidate = (
   name: string,
   model: string,
   extra: string[],
   env: Record<string, string> = {},
-): Promise<Outcome> {
-  const run = path.join(tmp.dir, name);
-  const ex = await torchlens(["extract", model, "-o", run, "--force", ...extra], { env });
-  if (ex.exitCode !== 0) throw new Error(`extract ${name} failed:\n${ex.stderr}`);
-  const va = await torchlens(["validate", run, "--json"], { env });
-  const report = va.stdout ? (JSON.parse(va.stdout) as ValidationReport) : null;
-  if (!report)
-    throw new Error(`validate ${name} gave no report (exit ${va.exitCode}):\n${va.stderr}`);
-  const log = JSON.parse(readFileSync(path.join(run, "log.json"), "utf8")) as RunLog;
-  return { log, report };
-}
-
-/** Everything a passing validation promises, with the failing verdicts in the message. */
-function expectValid({ log, report }: Outcome): void {
-  const failed = report.verdicts
-    .filter((v) => v.status === "failed")
-    .map((v) => `${v.label} [${v.func}]: ${v.reason}`);
-  expect(failed).toEqual([]);
-  expect(report.ground_truth.filter((g) => !g.ok)).toEqual([]);
-  expect(report.missing).toEqual([]);
-  expect(report.accounting.ok).toBe(true);
-  expect(report.counts.total).toBe(log.num_passes);
-  expect(report.ok).toBe(true);
-}
-
-/** The recorded graph is whole: every output is reached from an input, and no tensor made inside
- * the forward pass turns up as a `constant` source (the sign of a call torchlens did not see). */
-function expectConnected({ log }: Outcome): void {
-  const constants = log.passes.filter((p) => p.kind === "constant").map((p) => p.label);
-  expect(constants).toEqual([]);
-  const unreached = log.passes.filter((p) => p.is_output && p.distance_from_input === null);
-  expect(unreached.map((p) => p.label)).toEqual([]);
-}
+): Promise<Outcome> => extractAndValidateTo(path.join(tmp.dir, name), model, extra, env);
 
 // -- zoo models ----------------------------------------------------------------------------------
 

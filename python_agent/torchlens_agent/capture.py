@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compat import eager_forward
 from .references import ReferenceWalk
-from .walk import iter_tensors
+from .walk import dataclass_items, iter_tensors
 from .wire import INLINE_BYTES
 
 from torch import Tensor  # noqa: E402  (a class, usable in annotations)
@@ -135,6 +136,10 @@ class _OpProxy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._packet, name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance(proxy, OpOverloadPacket), as torch's own code asks
+        return type(self._packet)
 
 
 # Fused kernels that compute, in one op, what torch otherwise does in many: the log says so, and
@@ -346,6 +351,9 @@ class CaptureSession:
         self.max_repr = max_repr
         self.sid = next(_session_ids)
         self.paused = 0
+        # > 0 inside a call recorded as one op whose inside capture cannot record (a torch.func
+        # transform's): its torch calls run paused, but are that op's own, not torchlens's work
+        self.opaque = 0
         self.next_id = 1
         self.next_call = 1
         self.num_ops = 0  # tensor-returning calls dispatched (recorded or folded into inner ops)
@@ -615,6 +623,9 @@ class CaptureSession:
             return {"kind": kind, "items": [self._describe(x, f"{path}.{i}") for i, x in enumerate(obj)]}
         if isinstance(obj, dict):
             return {"kind": "dict", "items": {str(k): self._describe(v, f"{path}.{k}") for k, v in obj.items()}}
+        fields = dataclass_items(obj)  # a dataclass output: its fields, as iter_tensors walks them
+        if fields is not None:
+            return {"kind": "dict", "items": {name: self._describe(v, f"{path}.{name}") for name, v in fields}}
         return {"kind": "value", "repr": summarize(obj, self.max_repr)}
 
 
@@ -669,6 +680,44 @@ def _make_pausing(orig: Callable, switch: _Switch) -> Callable:
     wrapper.__name__ = getattr(orig, "__name__", "wrapper")
     wrapper._tl_wrapper = True  # type: ignore[attr-defined]
     return wrapper
+
+
+# torch.func's transforms that return a transformed function, and those that compute at once.
+_FUNC_TRANSFORMS = ("vmap", "grad", "grad_and_value", "jacrev", "jacfwd", "hessian", "functionalize")
+_FUNC_CALLS = ("jvp", "vjp", "linearize")
+
+
+def _make_opaque(orig: Callable, switch: _Switch) -> Callable:
+    """orig with capture paused inside, its calls marked as the calling op's own (`opaque`)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        s = switch.session
+        if s is None:
+            return orig(*args, **kwargs)
+        s.paused += 1
+        s.opaque += 1
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            s.opaque -= 1
+            s.paused -= 1
+
+    return call
+
+
+def _make_paused_op(orig: Callable, func: str, switch: _Switch) -> Callable:
+    """One op for a call whose inside capture must not see (it runs on functorch's wrapped tensors)."""
+    return _make_wrapper(_make_opaque(orig, switch), func, f"torch.func.{func}", switch)
+
+
+def _make_transform(orig: Callable, func: str, switch: _Switch) -> Callable:
+    """`vmap(fn, ...)` & co.: the function they return is one op when called (`_make_paused_op`)."""
+    def transform(*args: Any, **kwargs: Any) -> Callable:
+        return _make_paused_op(orig(*args, **kwargs), func, switch)
+
+    transform.__name__ = getattr(orig, "__name__", func)
+    transform.__wrapped__ = orig  # type: ignore[attr-defined]
+    transform._tl_wrapper = True  # type: ignore[attr-defined]
+    return transform
 
 
 def _make_property(orig: Any, func: str, switch: _Switch) -> property:
@@ -739,11 +788,32 @@ class Wrappers:
             if isinstance(orig, _FUNCTION_TYPES):
                 self._replace(Tensor, name, self._wrapper_for(orig, name, f"Tensor.{name}", by_id), tensor_dict)
         self._replace(nn.Module, "__call__", _make_module_call(vars(nn.Module)["__call__"], switch))
+        self._wrap_func_transforms()
         self._wrap_op_namespaces()
         function = torch.autograd.Function
         self._replace(function, "apply", _make_function_apply(inspect.getattr_static(function, "apply"), switch))
         _set_sq_item(Tensor, self._sq_item)  # tensors stay non-sequences (see _sq_item)
         self.installed = True
+
+    def _wrap_func_transforms(self) -> None:
+        """torch.func's transforms (torch 2; torch.vmap is torch.func.vmap): the ops inside run on
+        functorch's wrapped tensors (batched, grad-tracking), which have no storage of their own to
+        save or replay. A transformed function's call is one op, named after the transform, with
+        capture paused inside; `rebind` points other modules' names for them here (by_id)."""
+        func_ns = sys.modules.get("torch.func")
+        if func_ns is None:
+            return
+        for name in _FUNC_TRANSFORMS + _FUNC_CALLS:
+            orig = vars(func_ns).get(name)
+            if orig is None or hasattr(orig, "_tl_wrapper"):
+                continue
+            wrapper = self._by_id.get(id(orig))
+            if wrapper is None:
+                make = _make_transform if name in _FUNC_TRANSFORMS else _make_paused_op
+                wrapper = self._by_id[id(orig)] = make(orig, name, self.switch)
+            self._replace(func_ns, name, wrapper)
+            if vars(torch).get(name) is orig:  # torch.vmap
+                self._replace(torch, name, wrapper)
 
     def _wrap_op_namespaces(self) -> None:
         """Ops reached through `torch.ops.<namespace>.<op>` (quantized modules, torchvision's
@@ -944,7 +1014,7 @@ def run_captured(wrappers: Wrappers, session: CaptureSession, model: nn.Module, 
     try:
         if profiler is not None:
             profiler.enable()
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), eager_forward():  # torch.compile'd code runs op by op
             out = model(*args, **kwargs)
     finally:
         if profiler is not None:

@@ -98,11 +98,11 @@ if TorchFunctionMode is not None:
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             kwargs = kwargs or {}
             s = self.switch.session if self.switch is not None else None
-            if self.switch is not None and (s is None or s.paused):  # torchlens's own work: storing, replaying
+            if self.switch is not None and (s is None or (s.paused and not s.opaque)):  # torchlens's own work
                 return func(*args, **kwargs)
             announced = False
             if s is not None:
-                announced = s.dispatching
+                announced = s.dispatching or s.opaque > 0  # inside an opaque op: that op's own calls
                 s.dispatching = False
             out = _original(func)(*args, **kwargs)
             name = call_name(func)

@@ -9,6 +9,7 @@ import inspect
 import io
 import os
 import random
+import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -112,10 +113,20 @@ def _torch_load(data: bytes, allow_pickle: bool) -> Any:
             return torch.load(buf, map_location="cpu", weights_only=True)
         except Exception as exc:  # the safe loader refuses arbitrary objects
             if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
-                raise UserError("input", f"the input file holds objects the safe loader refuses: {str(exc).splitlines()[0]}",
+                raise UserError("input", f"the input file holds objects the safe loader refuses: {_refusal(exc)}",
                                 "save plain tensors, lists, tuples or dicts, or pass --allow-pickle if you trust the file") from exc
             raise
     return torch.load(buf, map_location="cpu")
+
+
+def _refusal(exc: BaseException) -> str:
+    """What the safe loader refused, in one line: torch 1.13 and 2.x both say it after
+    "WeightsUnpickler error:" (2.x opens with a paragraph of advice, with terminal bold codes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        return text.split(marker, 1)[1].strip().splitlines()[0]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_input_file(path: str, allow_pickle: bool = False) -> Any:

@@ -48,25 +48,21 @@ class State(NamedTuple):
     c: torch.Tensor
 
 
-class ModelOutput(OrderedDict):
-    """Like transformers' ModelOutput: a dataclass and an OrderedDict of its set fields."""
+def _fixture(name: str):
+    """A fixtures/NAME.py module, imported by path."""
+    import importlib.util
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            if value is not None:
-                self[field.name] = value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        super().__setattr__(key, value)
+    path = os.path.join(os.path.dirname(AGENT_ROOT), "fixtures", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"torchlens_fixture_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@dataclasses.dataclass
-class EncoderOutput(ModelOutput):
-    last_hidden_state: Optional[torch.Tensor] = None
-    attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+# A HuggingFace-style ModelOutput (a dataclass that is an OrderedDict of its set fields): the
+# fixture's own classes, so that the test and the end-to-end run walk the same thing.
+EncoderOutput = _fixture("torch2_output_modeloutput").EncoderOutput
 
 
 def _tensors(n: int):

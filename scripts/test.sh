@@ -97,7 +97,7 @@ else
   start=$SECONDS rc=0
   TORCHLENS_PYTHON="$PY2" NODE_OPTIONS="--experimental-vm-modules ${NODE_OPTIONS:-}" \
     npx jest --json --outputFile="$tmp/jest-torch2.json" --passWithNoTests "$@" \
-    --testPathIgnorePatterns "^(?!.*/test/($subset)\\.test\\.ts\$)" || rc=$?
+    --testPathIgnorePatterns "^(?!.*/test/e2e/($subset)\\.test\\.ts\$)" || rc=$?
   tally "jest (torch $torch2)" jest "$tmp/jest-torch2.json" "$rc" $((SECONDS - start))
 
   if "$PY2" -c 'import pytest' 2>/dev/null; then

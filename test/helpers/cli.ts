@@ -33,6 +33,19 @@ export async function torchlens(
   });
 }
 
+/** `torchlens` with stdout kept as bytes (for --npy and other binary output). */
+export async function torchlensBytes(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string } = {},
+) {
+  return execa("node", [BIN, ...args], {
+    reject: false,
+    env: { TORCHLENS_PYTHON: PYTHON, ...opts.env },
+    cwd: opts.cwd ?? ROOT,
+    encoding: "buffer",
+  });
+}
+
 export async function python(args: string[]) {
   return execa(PYTHON, args, { reject: false, cwd: ROOT });
 }

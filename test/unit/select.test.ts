@@ -1,0 +1,86 @@
+/** Selection: the selector rules on recorded logs. */
+import { readFileSync } from "node:fs";
+import { buildLog } from "../../src/log/build.js";
+import {
+  closeMatches,
+  matchSelector,
+  planSelection,
+  selectPasses,
+  splitSelectors,
+} from "../../src/log/select.js";
+import type { RawRun, RunLog } from "../../src/log/types.js";
+
+function recorded(name: string): RunLog {
+  const raw: RawRun = JSON.parse(
+    readFileSync(new URL(`../fixtures/raw/${name}.json`, import.meta.url), "utf8"),
+  );
+  return buildLog(raw, () => true);
+}
+
+describe("selectors on a recorded log", () => {
+  const cnn = recorded("cnn");
+  const loops = recorded("two_loops");
+
+  test.each([
+    ["relu_1_2:2", "pass", ["relu_1_2:2"]],
+    ["relu_1_2", "layer", ["relu_1_2:1", "relu_1_2:2", "relu_1_2:3"]],
+    ["linear_2", "short", ["linear_2_3:1", "linear_2_3:2"]],
+    ["tanh", "function", ["tanh_1_4:1", "tanh_1_4:2"]],
+    ["0", "ordinal", ["input_1"]],
+    ["-1", "ordinal", ["output_1"]],
+    ["linear_1_1:*", "glob", ["linear_1_1:1", "linear_1_1:2", "linear_1_1:3"]],
+    ["c", "module", ["linear_3_5"]],
+    ["a:2", "call", ["linear_1_1:2"]],
+    ["b@out", "outputs", ["linear_2_3:1", "linear_2_3:2"]],
+    ["b:2@out", "outputs", ["linear_2_3:2"]],
+  ])("%s is a %s selector", (selector, kind, labels) => {
+    const m = matchSelector(loops, selector);
+    expect(m?.kind).toBe(kind);
+    expect(m?.labels).toEqual(labels);
+  });
+
+  test("a module address selects every pass inside it, nested modules included", () => {
+    const m = matchSelector(cnn, "features");
+    expect(m?.kind).toBe("module");
+    expect(m?.labels.length).toBeGreaterThan(8);
+    expect(
+      m?.labels.every((l) =>
+        cnn.passes.find((p) => p.label === l)?.modules.some((x) => x.startsWith("features")),
+      ),
+    ).toBe(true);
+  });
+
+  test("several selectors give the union, in execution order", () => {
+    expect(selectPasses(loops, ["-1", "0", "tanh"]).labels).toEqual([
+      "input_1",
+      "tanh_1_4:1",
+      "tanh_1_4:2",
+      "output_1",
+    ]);
+  });
+
+  test("a selector matching nothing is a usage error that lists close matches", () => {
+    expect(() => selectPasses(loops, ["tahn"])).toThrow(/tahn.*close: tanh\b/);
+    expect(() => selectPasses(loops, ["linera_1_1"])).toThrow(
+      expect.objectContaining({ exitCode: 2 }),
+    );
+  });
+
+  test("closeMatches ranks by edit distance, prefixes first", () => {
+    expect(closeMatches("relu", ["relu_1_2", "gelu", "linear"], 2)).toEqual(["relu_1_2", "gelu"]);
+    expect(closeMatches("tahn", ["tanh", "a", "input_1"])).toEqual(["tanh"]);
+  });
+
+  test("splitSelectors splits on commas and refuses an empty list", () => {
+    expect(splitSelectors(["a,b", "c"])).toEqual(["a", "b", "c"]);
+    expect(() => splitSelectors(" , ")).toThrow(/no selectors/);
+  });
+
+  test("planSelection: names, dotted addresses and non-negative ordinals are decided by the agent; labels, globs, -1, @out need a dry pass", () => {
+    expect(planSelection(["linear", "encoder.layers.0", "3"])).toEqual({
+      agent: { words: ["linear"], modules: ["encoder.layers.0"], ordinals: [3] },
+    });
+    for (const s of ["relu_1_2", "relu_1_2:2", "conv2d_*", "-1", "features@out", "a:2"])
+      expect(planSelection([s])).toEqual({ needsLabels: true });
+  });
+});

@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { buildLog } from "../../src/log/build.js";
 import {
+  type AgentSelection,
   closeMatches,
   matchSelector,
   planSelection,
@@ -83,4 +84,31 @@ describe("selectors on a recorded log", () => {
     for (const s of ["relu_1_2", "relu_1_2:2", "conv2d_*", "-1", "features@out", "a:2"])
       expect(planSelection([s])).toEqual({ needsLabels: true });
   });
+});
+
+describe("the selector table shared with the agent (test/fixtures/selection.json)", () => {
+  const table: {
+    cases: {
+      run: string;
+      selectors: string[];
+      agent: AgentSelection | null;
+      labels: string[];
+      ids: number[];
+    }[];
+  } = JSON.parse(readFileSync(new URL("../fixtures/selection.json", import.meta.url), "utf8"));
+  const logs = new Map<string, RunLog>();
+  const logOf = (run: string) => logs.get(run) ?? logs.set(run, recorded(run)).get(run)!;
+
+  test.each(table.cases.map((c) => [c.selectors.join(","), c.run, c] as const))(
+    "--layers %s on %s: the CLI plans it as the table says and selects exactly its passes",
+    (_, run, c) => {
+      expect(planSelection(c.selectors)).toEqual(
+        c.agent ? { agent: c.agent } : { needsLabels: true },
+      );
+      const log = logOf(run);
+      const { labels } = selectPasses(log, c.selectors);
+      expect(labels).toEqual(c.labels);
+      expect(labels.map((l) => log.passes.find((p) => p.label === l)?.id)).toEqual(c.ids);
+    },
+  );
 });

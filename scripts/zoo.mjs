@@ -111,7 +111,8 @@ function usage(message) {
 function agentFiles() {
   const dir = path.join(ROOT, "python_agent/torchlens_agent");
   return fs
-    .readdirSync(dir)
+    .readdirSync(dir, { recursive: true })
+    .map(String)
     .filter((n) => n.endsWith(".py"))
     .sort()
     .map((n) => path.join(dir, n));
@@ -482,7 +483,7 @@ function coverage(cat, results) {
     "call recorded (docs/capture.md). *peak RSS* is the largest resident size of the CLI and agent together.",
     "",
     `The agent changes while the zoo runs; *agent* names the one each row ran with (a hash of`,
-    "python_agent/torchlens_agent/*.py, with the git commits seen with it). `npm run zoo -- --stale`",
+    "python_agent/torchlens_agent/**/*.py, with the git commits seen with it). `npm run zoo -- --stale`",
     "runs again every row not made by the current agent.",
     "",
     "On a machine with a GPU and no Node, `python3 -m pytest python_agent -k zoo --device cuda`",

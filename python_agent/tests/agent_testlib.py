@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchlens_agent.capture import CaptureSession, Wrappers, run_captured
+from torchlens_agent.capture.install import Wrappers
+from torchlens_agent.capture.run import run_captured
+from torchlens_agent.capture.session import CaptureSession
 
 AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # python_agent/
 _LEN = struct.Struct("<I")

@@ -12,9 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent_testlib import FrameCollector, Captured
-from torchlens_agent import completeness
-from torchlens_agent.capture import NOT_OPS, CaptureSession, Wrappers, run_captured, writes_arguments
-from torchlens_agent.replay import _more_perturbations, _perturbed
+from torchlens_agent.capture.install import Wrappers
+from torchlens_agent.capture.ops import NOT_OPS, writes_arguments
+from torchlens_agent.capture.run import run_captured
+from torchlens_agent.capture.session import CaptureSession
+from torchlens_agent.validation import completeness
+from torchlens_agent.validation.perturb import more_perturbations, perturbed
 
 REGISTRY = {"gelu": F.gelu}
 
@@ -126,10 +129,10 @@ def test_the_plain_counter_counts_tensor_calls_and_not_metadata():
 def test_perturbing_an_all_nan_parent_gives_finite_values():
     gen = torch.Generator().manual_seed(0)
     t = torch.full((5,), float("nan"))
-    moved = _perturbed(t, gen)
+    moved = perturbed(t, gen)
     assert moved is not None and bool(torch.isfinite(moved).all())
-    moved_inf = _perturbed(torch.tensor([float("inf"), 1.0]), gen)
+    moved_inf = perturbed(torch.tensor([float("inf"), 1.0]), gen)
     assert moved_inf is not None and bool(torch.isfinite(moved_inf).all())
-    more = _more_perturbations(torch.tensor([-1.0, -2.0]), gen)
+    more = more_perturbations(torch.tensor([-1.0, -2.0]), gen)
     assert any(bool((m > 0).all()) for m in more)  # positive values: log of them is finite
     assert np.isfinite(torch.log(more[1]).numpy()).all()

@@ -1,11 +1,12 @@
-"""Pieces of validation by replay (replay.py) that the CLI's validate tests reach only through
-whole models: the in-place exemption lookup and the crash-proof replay of extension kernels."""
+"""Pieces of validation by replay (validation/) that the CLI's validate tests reach only through
+whole models: the exemption lookups and the crash-proof replay of extension kernels."""
 
 import os
 
 import pytest
 
-from torchlens_agent.replay import _foreign, _isolated, exemption
+from torchlens_agent.validation.exemptions import exemption, remainder_by_one
+from torchlens_agent.validation.isolation import foreign, isolated
 
 
 @pytest.mark.parametrize("inplace, plain", [("__ior__", "__or__"), ("clamp_", "clamp"), ("masked_fill_", "masked_fill")])
@@ -19,9 +20,9 @@ def test_an_op_that_changed_is_never_exempt_by_may_ignore():
 
 
 def test_ops_outside_torch_itself_are_the_foreign_ones():
-    assert _foreign({"qualname": "torch.ops.torchvision.roi_align"})
-    assert not _foreign({"qualname": "torch.ops.aten.add"})
-    assert not _foreign({"qualname": "torch.nn.functional.relu"})
+    assert foreign({"qualname": "torch.ops.torchvision.roi_align"})
+    assert not foreign({"qualname": "torch.ops.aten.add"})
+    assert not foreign({"qualname": "torch.nn.functional.relu"})
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -30,15 +31,13 @@ def test_an_isolated_replay_that_crashes_counts_as_changed_and_the_agent_lives_o
         os.kill(os.getpid(), 11)  # what an out-of-bounds read in a kernel does
         return False
 
-    assert _isolated(crash) is True
-    assert _isolated(lambda: False) is False
-    assert _isolated(lambda: True) is True
+    assert isolated(crash) is True
+    assert isolated(lambda: False) is False
+    assert isolated(lambda: True) is True
 
 
 def test_an_integer_remainder_by_one_exempts_only_its_dividend():
-    from torchlens_agent.replay import ValidationSession
-
-    rule = ValidationSession._remainder_by_one
+    rule = remainder_by_one
     assert rule({"func": "__mod__", "args": {"1": 1}}, "0") == "remainder-by-one"
     assert rule({"func": "remainder", "args": {"k:other": -1}}, "0") == "remainder-by-one"
     assert rule({"func": "__mod__", "args": {"1": 7}}, "0") is None

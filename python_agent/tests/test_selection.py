@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from torchlens_agent.capture import SavePlan
+from torchlens_agent.capture.plan import SavePlan
 
 FIXTURES = Path(__file__).resolve().parents[2] / "test" / "fixtures"
 TABLE = json.loads((FIXTURES / "selection.json").read_text())["cases"]

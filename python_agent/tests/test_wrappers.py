@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent_testlib import FrameCollector, Fn, parse_frames
-from torchlens_agent.capture import CaptureSession, Wrappers, run_captured
+from torchlens_agent.capture.install import Wrappers
+from torchlens_agent.capture.run import run_captured
+from torchlens_agent.capture.session import CaptureSession
 from torchlens_agent.extract import extract
 from torchlens_agent.wire import Wire
 

@@ -1,17 +1,23 @@
-"""The `validate` request: replay the forward pass against a saved run (replay.py), then compare a
-plain forward pass's outputs with the saved outputs."""
+"""The `validate` request: replay the forward pass against a saved run (validation/), check that the
+capture saw every torch call (validation/completeness.py), then compare a plain forward pass's
+outputs with the saved outputs."""
 
 import copy
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 
-from . import completeness
-from .capture import NOT_OPS, run_captured, tensor_bytes
-from .extract import Loaded, guarded
+from .capture.arrays import tensor_bytes
+from .capture.ops import NOT_OPS
+from .capture.run import run_captured
 from .load import seed_everything
-from .replay import RunArrays, ValidationSession, compare, outputs_in_order
+from .request import Loaded, guarded
+from .validation import completeness
+from .validation.arrays import RunArrays
+from .validation.compare import compare
+from .validation.session import ValidationSession
+from .walk import tensors_in_order
 from .wire import Wire
 
 
@@ -50,10 +56,17 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         expected: List[Dict[str, Any]] = request["expected"]
         outputs_expected: List[Dict[str, Any]] = request["outputs"]  # [{id, array, dtype}] in output order
         pristine = _snapshot(loaded.model.state_dict())  # the plain pass must start where extract did
+
+        def fresh_start() -> Tuple[tuple, Dict[str, Any]]:
+            """Every forward pass here starts where extract's did: the model's state, the RNG state
+            and the inputs as they were (what a pass before changed in place is put back)."""
+            _restore(loaded.model, pristine)
+            seed_everything(loaded.seed)
+            return loaded.fresh_inputs()
+
         session = ValidationSession(wire, loaded.model, expected, arrays,
                                     check_dependence=bool(request.get("check_dependence", True)))
-        seed_everything(loaded.seed)
-        args, kwargs = loaded.fresh_inputs()
+        args, kwargs = fresh_start()
         out, forward_s = run_captured(wrappers, session, loaded.model, args, kwargs, grad=loaded.grad)
         session.add_outputs(out)
         wire.flush()
@@ -62,28 +75,22 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         # passes of their own, since torch's fused fast paths step aside while a mode is active.
         captured_calls = plain_calls = None
         if completeness.available():
-            _restore(loaded.model, pristine)
             captured_calls = completeness.CallCounter(NOT_OPS, wrappers.switch)
             probe = completeness.ProbeSession(loaded.model)
-            seed_everything(loaded.seed)
-            args, kwargs = loaded.fresh_inputs()
+            args, kwargs = fresh_start()
             with captured_calls:
                 run_captured(wrappers, probe, loaded.model, args, kwargs, grad=loaded.grad)
         wrappers.restore()
         if completeness.available():
-            _restore(loaded.model, pristine)
             plain_calls = completeness.CallCounter(NOT_OPS)
-            seed_everything(loaded.seed)
-            args, kwargs = loaded.fresh_inputs()
+            args, kwargs = fresh_start()
             with torch.set_grad_enabled(loaded.grad), plain_calls:
                 loaded.model(*args, **kwargs)
 
         # ground truth: a plain forward pass, no wrappers installed, same seed and inputs
-        _restore(loaded.model, pristine)
-        seed_everything(loaded.seed)
-        args, kwargs = loaded.fresh_inputs()  # what the model was given, not what the captured pass left
+        args, kwargs = fresh_start()  # what the model was given, not what the captured pass left
         with torch.set_grad_enabled(loaded.grad):  # the grad mode the run was captured in
-            plain = outputs_in_order(loaded.model(*args, **kwargs))
+            plain = tensors_in_order(loaded.model(*args, **kwargs))
         ground: List[Dict[str, Any]] = []
         for i, want in enumerate(outputs_expected):
             entry: Dict[str, Any] = {"id": want["id"], "ok": False, "reason": None, "max_abs_err": None}

@@ -56,6 +56,11 @@ def iter_tensors(obj: Any, path: str = "") -> Iterator[Tuple[str, Tensor]]:
                 yield from iter_tensors(item, f"{path}.{name}" if path else name)
 
 
+def tensors_in_order(obj: Any) -> List[Tensor]:
+    """Every tensor inside obj, in the order iter_tensors yields them (a model's outputs in return order)."""
+    return [t for _, t in iter_tensors(obj)]
+
+
 def _rebuild_dict(obj: dict, items: List[Tuple[Any, Any]]) -> dict:
     """A dict of obj's class holding `items`. A plain dict or OrderedDict is made anew; a subclass
     (a defaultdict, a `ModelOutput`, whose constructors take other arguments) is copied, keeping

@@ -1,13 +1,14 @@
 """Completeness: did the capture see every call into torch that made a tensor?
 
 The wrappers see a call only when it reaches them; a torch function held where rebinding did not
-reach (references.py) runs unseen, and its output turns up as a `constant` with no parent. Replay
-cannot notice: it checks the passes there are. So validate counts the calls a second way, with a
-`TorchFunctionMode`, which torch itself invokes for every torch-API call however it was reached:
+reach (capture/references.py) runs unseen, and its output turns up as a `constant` with no parent.
+Replay cannot notice: it checks the passes there are. So validate counts the calls a second way,
+with a `TorchFunctionMode`, which torch itself invokes for every torch-API call however it was
+reached:
 
-- during validation's captured forward pass, every call the mode sees that no wrapper announced
-  (`session.dispatching`, set by the validation wrapper path right before it calls the original)
-  is one the capture missed; it is named with the line of user code that made it;
+- during a captured forward pass of its own (`ProbeSession`), every call the mode sees that no
+  wrapper announced (`dispatching`, set by `ProbeSession.dispatch` right before it calls the
+  original) is one the capture missed; it is named with the line of user code that made it;
 - during the plain forward pass (ground truth, no wrappers), the same mode counts the calls
   again, and the two counts must agree: a plain forward that makes other calls than the captured
   one computed something else.
@@ -26,15 +27,15 @@ from typing import Any, Dict, List, Optional, Tuple
 from torch import Tensor
 from torch.nn import Parameter
 
-from .capture import CaptureSession
-from .walk import iter_tensors
+from ..capture.session import CaptureSession
+from ..walk import iter_tensors
 
 try:  # torch 1.13 and 2.x both have it; without it the check reports itself as not run
     from torch.overrides import TorchFunctionMode
 except ImportError:  # pragma: no cover - torch < 1.13
     TorchFunctionMode = None  # type: ignore[assignment,misc]
 
-_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+_AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # torchlens_agent/, all of it
 
 
 def call_name(func: Any) -> str:
@@ -135,9 +136,10 @@ class ProbeSession(CaptureSession):
 
     def __init__(self, model: Any) -> None:
         super().__init__(_Discard(), model, save="none")
-        self.replay = self._call
+        self.dispatching = False  # a wrapper is calling its original now: the CallCounter reads it
 
-    def _call(self, orig: Any, func: str, qualname: str, args: tuple, kwargs: Dict[str, Any]) -> Any:
+    def dispatch(self, orig: Any, func: str, qualname: str, args: tuple, kwargs: Dict[str, Any]) -> Any:
+        """The call as capture records it, announced to the CallCounter while the original runs."""
         first_new_id = self.next_id
         self.dispatching = True
         try:

@@ -10,7 +10,7 @@ model can reach and points every such reference at its wrapper; `Wrappers.restor
 Why a walk and not a `TorchFunctionMode` (which sees every call however it was reached): a mode
 costs every torch call, tensor metadata included (`x.shape`, `x.size()`), 1–2 µs more each,
 measured in docs/capture.md; the walk runs once per run. What the walk cannot reach, validate's
-completeness check (completeness.py) finds and names.
+completeness check (validation/completeness.py) finds and names.
 
 What is walked: the globals of the given modules (the model file, what it imported from its own
 folder, and the modules defining the model's module classes), the model's modules' instance

@@ -11,6 +11,12 @@ export const MAX_PAYLOAD_BYTES = 64 << 20;
 /** Part of a data frame's payload is handed on once this much of it has arrived. */
 export const DATA_SLICE_BYTES = 1 << 20;
 
+/** A request's `input` (docs/wire.md): a .pt or .npy file, random inputs of given shapes, or the file's `example_input()`. */
+export type InputRequest =
+  | { kind: "file"; path: string }
+  | { kind: "shape"; shapes: number[][]; dtype: string }
+  | { kind: "example" };
+
 export interface Frame {
   header: { type: string; [key: string]: unknown };
   /** The payload's pieces, in order (empty when the frame has none). */

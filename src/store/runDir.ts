@@ -3,49 +3,22 @@
  * complete, so an interrupted run never looks complete and an existing run is never clobbered
  * (with --force it is replaced only once the new one is whole).
  */
-import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { TorchlensError, usageError } from "../errors.js";
+import { usageError } from "../errors.js";
+import { fsError, writeJson } from "./files.js";
+import { isRun } from "./manifest.js";
 
-export const MANIFEST = "manifest.json";
-export const LOG = "log.json";
-export const ACTIVATIONS = "activations.npz";
+// cli/graph.ts takes fsError from here
+export { fsError } from "./files.js";
 
 async function exists(p: string): Promise<boolean> {
   return fs.stat(p).then(
     () => true,
     () => false,
   );
-}
-
-/** True when `dir` holds a torchlens manifest (so --force may replace it). */
-async function isRun(dir: string): Promise<boolean> {
-  try {
-    const manifest = JSON.parse(await fs.readFile(path.join(dir, MANIFEST), "utf8"));
-    return manifest?.tool === "torchlens";
-  } catch {
-    return false;
-  }
-}
-
-/** Turn a failed filesystem call into an error that says what to do. */
-export function fsError(err: unknown, what: string): TorchlensError {
-  const e = err as NodeJS.ErrnoException;
-  const reasons: Record<string, [string, string]> = {
-    ENOSPC: ["the disk is full", "free some space or write the run elsewhere with -o"],
-    EDQUOT: ["the disk quota is exceeded", "free some space or write the run elsewhere with -o"],
-    EACCES: ["permission denied", "choose a directory you can write to with -o"],
-    EPERM: ["permission denied", "choose a directory you can write to with -o"],
-    EROFS: ["the file system is read-only", "choose a writable directory with -o"],
-    ENOENT: ["a directory on the way disappeared", "check that the output location still exists"],
-  };
-  const [reason, hint] = reasons[e?.code ?? ""] ?? [
-    e?.message ?? String(err),
-    "check the output location",
-  ];
-  return new TorchlensError(`${what} failed: ${reason}`, { hint, cause: err });
 }
 
 export class RunDir {
@@ -105,11 +78,7 @@ export class RunDir {
   }
 
   async writeJson(name: string, value: unknown): Promise<void> {
-    try {
-      await fs.writeFile(this.file(name), `${JSON.stringify(value, null, 1)}\n`);
-    } catch (err) {
-      throw fsError(err, `writing ${name}`);
-    }
+    await writeJson(this.file(name), name, value);
   }
 
   /** Move the finished run into place; an old run at the target is removed only after that. */
@@ -133,10 +102,4 @@ export class RunDir {
   discard(): void {
     if (!this.committed) rmSync(this.tmp, { recursive: true, force: true });
   }
-}
-
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest("hex");
 }

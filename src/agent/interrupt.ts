@@ -1,6 +1,7 @@
 /**
- * Ctrl-C and SIGTERM: run the registered cleanups (stop the agent, remove the temporary run),
- * then exit 130 or 143. Cleanups are synchronous so that nothing is left half-done.
+ * Ctrl-C and SIGTERM: run the registered cleanups (stop the agent, remove the unfinished run),
+ * then exit 130 or 143. Cleanups are synchronous so that nothing is left half-done. Commands
+ * register theirs through an AgentSession (session.ts).
  */
 import { EXIT } from "../errors.js";
 

@@ -1,0 +1,236 @@
+/**
+ * The recorder: an agent's frames in, a run directory out. It writes each saved pass's bytes into
+ * activations.npz as they arrive (an entry begun as `p<id>`, renamed to the pass's label once the
+ * log names it), assembles the raw run from the other frames, writes log.json and manifest.json,
+ * and moves the run into place (commit) or removes it (discard). Which forward passes to run and
+ * what to save is the extract flow's business (src/extract/); this knows frames and files only.
+ */
+import type { Frame } from "../agent/wire.js";
+import { TorchlensError } from "../errors.js";
+import { buildLog } from "../log/build.js";
+import type {
+  ModelRecord,
+  ModuleCallRecord,
+  OpRecord,
+  OutputStructure,
+  RawRun,
+  RunLog,
+} from "../log/types.js";
+import { ACTIVATIONS, fsError, LOG } from "./files.js";
+import { type Manifest, writeManifest } from "./manifest.js";
+import { type NpzEntry, NpzWriter } from "./npz.js";
+import { RunDir } from "./runDir.js";
+
+/** What one forward pass sent: its raw run, the bytes of its arrays, when its first op came. */
+export interface Recorded {
+  raw: RawRun;
+  /** Bytes of array data received. */
+  bytes: number;
+  /** From the CLI process's start to the first pass that is not an input; null when none came. */
+  firstOpMs: number | null;
+}
+
+/** The next frame of the forward pass: the agent's (`Agent.next`), or a recorded stream's. */
+export type NextFrame = () => Promise<Frame>;
+
+/** Told after every op and data frame: the passes and the array bytes received so far. */
+export type OnFrame = (passes: number, bytes: number) => void;
+
+/** One forward pass's frames, read until `done`; the bytes of saved passes go to `npz`. */
+class PassReader {
+  private model: ModelRecord | null = null;
+  private readonly ops: OpRecord[] = [];
+  private readonly moduleCalls: ModuleCallRecord[] = [];
+  private current: { entry: NpzEntry; id: number; remaining: number } | null = null;
+  private bytes = 0;
+  private firstOpMs: number | null = null;
+
+  constructor(
+    /** null for a pass that saves nothing: bytes sent then are an error. */
+    private readonly npz: NpzWriter | null,
+    private readonly entries: Map<number, NpzEntry>,
+    private readonly onFrame?: OnFrame,
+  ) {}
+
+  async read(next: NextFrame): Promise<Recorded> {
+    for (;;) {
+      const { header, payload } = await next();
+      switch (header.type) {
+        case "model":
+          this.model = header as unknown as ModelRecord;
+          break;
+        case "op":
+          await this.op(header as unknown as OpRecord);
+          break;
+        case "data":
+          await this.data(header.id, payload);
+          break;
+        case "module":
+          this.moduleCalls.push(header as unknown as ModuleCallRecord);
+          break;
+        case "done":
+          return this.done(header);
+        default:
+          // frames from a newer agent that this CLI does not know are skipped
+          break;
+      }
+    }
+  }
+
+  private async op(op: OpRecord): Promise<void> {
+    if (this.current)
+      throw new TorchlensError(
+        `the agent sent pass ${op.id} before finishing the bytes of pass ${this.current.id}`,
+      );
+    // from the CLI process's start (performance's time origin), which the agent's early start gains on
+    if (this.firstOpMs === null && op.kind !== "input") this.firstOpMs = performance.now();
+    this.ops.push(op);
+    if (op.stored_dtype !== null) {
+      if (!this.npz)
+        throw new TorchlensError(
+          `the agent sent bytes for pass ${op.id} during a pass that saves nothing`,
+        );
+      const entry = this.npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.nbytes);
+      this.entries.set(op.id, entry);
+      if (op.nbytes === 0) await this.npz.endEntry(entry);
+      else this.current = { entry, id: op.id, remaining: op.nbytes };
+    }
+    this.onFrame?.(this.ops.length, this.bytes);
+  }
+
+  private async data(id: unknown, payload: Buffer[]): Promise<void> {
+    const current = this.current;
+    if (!current || id !== current.id)
+      throw new TorchlensError(`the agent sent bytes for pass ${String(id)} out of order`);
+    const npz = this.npz as NpzWriter; // a current entry exists only where there is an npz
+    for (const piece of payload) {
+      await npz.write(current.entry, piece);
+      current.remaining -= piece.length;
+      this.bytes += piece.length;
+    }
+    if (current.remaining === 0) {
+      await npz.endEntry(current.entry);
+      this.current = null;
+    }
+    this.onFrame?.(this.ops.length, this.bytes);
+  }
+
+  private done(header: Frame["header"]): Recorded {
+    if (!this.model) throw new TorchlensError("the agent finished without describing the model");
+    const raw: RawRun = {
+      model: this.model,
+      ops: this.ops,
+      moduleCalls: this.moduleCalls,
+      outputs: header.outputs as OutputStructure,
+      numOps: header.num_ops as number,
+      numCalls: header.num_calls as number,
+      forwardMs: header.forward_ms as number,
+    };
+    return { raw, bytes: this.bytes, firstOpMs: this.firstOpMs };
+  }
+}
+
+async function readPass(
+  next: NextFrame,
+  npz: NpzWriter | null,
+  entries: Map<number, NpzEntry>,
+  onFrame?: OnFrame,
+): Promise<Recorded> {
+  try {
+    return await new PassReader(npz, entries, onFrame).read(next);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
+    throw err;
+  }
+}
+
+/** Read a forward pass that saves nothing (extract's dry pass); a frame with bytes is an error. */
+export function readDryPass(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
+  return readPass(next, null, new Map(), onFrame);
+}
+
+export class Recorder {
+  private readonly entries = new Map<number, NpzEntry>();
+
+  private constructor(
+    private readonly run: RunDir,
+    private readonly npz: NpzWriter,
+  ) {}
+
+  /**
+   * Make the unfinished run beside `target` (see RunDir: with `force` an existing run is replaced
+   * once this one is committed) with its activations.npz open for writing.
+   */
+  static async create(target: string, force: boolean): Promise<Recorder> {
+    const run = await RunDir.create(target, force);
+    try {
+      return new Recorder(
+        run,
+        await NpzWriter.create(run.file(ACTIVATIONS), { immutablePieces: true }),
+      );
+    } catch (err) {
+      run.discard();
+      throw fsError(err, `creating ${ACTIVATIONS}`);
+    }
+  }
+
+  /** Where the run goes when committed (absolute). */
+  get target(): string {
+    return this.run.target;
+  }
+
+  /** A path inside the unfinished run, for a file kept with it (an input read from stdin). */
+  file(name: string): string {
+    return this.run.file(name);
+  }
+
+  /** Read the saving forward pass until `done`, writing each saved pass's bytes as they arrive. */
+  record(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
+    return readPass(next, this.npz, this.entries, onFrame);
+  }
+
+  /** How many passes' arrays were written. */
+  get saved(): number {
+    return this.entries.size;
+  }
+
+  /** The layer log of a recorded pass: a pass is saved when its bytes are in the npz. */
+  log(raw: RawRun): RunLog {
+    return buildLog(raw, (op) => this.entries.has(op.id));
+  }
+
+  /** Name every array by its pass's label, finish activations.npz, and write log.json. */
+  async writeLog(log: RunLog): Promise<void> {
+    for (const p of log.passes) {
+      const entry = this.entries.get(p.id);
+      if (entry && p.array) this.npz.rename(entry, p.array);
+    }
+    try {
+      await this.npz.close();
+    } catch (err) {
+      throw fsError(err, `finishing ${ACTIVATIONS}`);
+    }
+    await this.run.writeJson(LOG, log);
+  }
+
+  /** Write manifest.json: the last file, once everything it describes is written. */
+  writeManifest(manifest: Manifest): Promise<void> {
+    return writeManifest(this.run.tmp, manifest);
+  }
+
+  /** Move the finished run into place. */
+  commit(): Promise<void> {
+    return this.run.commit();
+  }
+
+  /** Give up the unfinished run: stop the npz and remove the directory (nothing once committed). */
+  async discard(): Promise<void> {
+    await this.npz.abort().catch(() => undefined);
+    this.run.discard();
+  }
+
+  /** `discard` for signal handlers: synchronous, so only the directory (the process is exiting). */
+  discardNow(): void {
+    this.run.discard();
+  }
+}

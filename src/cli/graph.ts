@@ -15,8 +15,10 @@ import { selectPasses, splitSelectors } from "../log/select.js";
 import type { RunLog } from "../log/types.js";
 import { readRun } from "../store/readRun.js";
 import { fsError } from "../store/runDir.js";
-import { formatMs, Progress } from "../ui/progress.js";
+import { formatMs } from "../ui/format.js";
+import { Progress } from "../ui/progress.js";
 import { writeStdout } from "../ui/table.js";
+import { collect } from "./options.js";
 
 export interface GraphOptions {
   /** Default: rolled. */
@@ -188,10 +190,6 @@ function directionValue(value: string): Direction {
   if (!DIRECTIONS.includes(d))
     throw new InvalidArgumentError(`not one of ${DIRECTIONS.join(", ")}`);
   return d;
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 export function register(cli: Command): void {

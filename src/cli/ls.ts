@@ -4,18 +4,13 @@
  */
 import type { Command } from "commander";
 import { usageError } from "../errors.js";
+import { LogIndex, type ModuleNode } from "../log/logIndex.js";
 import { selectPasses, splitSelectors } from "../log/select.js";
-import type { Layer, ModuleEntry, Pass, RunLog } from "../log/types.js";
+import type { Layer, Pass, RunLog } from "../log/types.js";
 import { readRun } from "../store/readRun.js";
-import { formatBytes } from "../ui/progress.js";
-import {
-  type Cell,
-  formatMillis,
-  formatShape,
-  renderTable,
-  terminalWidth,
-  writeStdout,
-} from "../ui/table.js";
+import { formatBytes, formatMs, formatShape, moduleName } from "../ui/format.js";
+import { type Cell, type Column, renderTable, terminalWidth, writeStdout } from "../ui/table.js";
+import { collect } from "./options.js";
 
 export interface LsOptions {
   layers?: string[];
@@ -44,7 +39,7 @@ export async function ls(dir: string, o: LsOptions): Promise<string> {
       );
     if (o.by !== "pass")
       throw usageError("--by does not apply to --modules", "use one of --modules or --by layer");
-    const tree = moduleTree(log);
+    const tree = new LogIndex(log).moduleTree();
     if (o.json)
       return JSON.stringify(
         tree.map((t) => t.entry),
@@ -58,24 +53,25 @@ export async function ls(dir: string, o: LsOptions): Promise<string> {
     const picked = new Set(passes.map((p) => p.layer));
     const layers = log.layers.filter((l) => picked.has(l.label));
     if (o.json) return JSON.stringify(layers, null, 2);
-    return renderLayers(log, layers, o.width);
+    return renderLayers(new LogIndex(log), layers, o.width);
   }
   if (o.json) return JSON.stringify(passes, null, 2);
   return renderPasses(passes, o.width);
 }
 
+/** Columns by header: the first is never shortened, sizes and times are right-aligned. */
+function columns(headers: string[]): Column[] {
+  return headers.map((header, i) => ({
+    header,
+    keep: i === 0,
+    align: header === "size" || header === "time ms" ? "right" : undefined,
+  }));
+}
+
+const PASS_HEADERS = ["label", "function", "module", "shape", "dtype", "size"];
+
 function renderPasses(passes: Pass[], width: number | null): string {
   const unsaved = passes.some((p) => !p.saved);
-  const columns = [
-    { header: "label", keep: true },
-    { header: "function" },
-    { header: "module" },
-    { header: "shape" },
-    { header: "dtype" },
-    { header: "size", align: "right" as const },
-    { header: "time ms", align: "right" as const },
-    ...(unsaved ? [{ header: "saved" }] : []),
-  ];
   const rows = passes.map((p): Cell[] => [
     p.label,
     p.func,
@@ -83,18 +79,16 @@ function renderPasses(passes: Pass[], width: number | null): string {
     formatShape(p.shape),
     p.dtype,
     formatBytes(p.nbytes),
-    formatMillis(p.time_ms),
+    formatMs(p.time_ms, "cell"),
     ...(unsaved ? [p.saved ? "yes" : "no"] : []),
   ]);
-  return renderTable(columns, rows, { width });
+  const headers = [...PASS_HEADERS, "time ms", ...(unsaved ? ["saved"] : [])];
+  return renderTable(columns(headers), rows, { width });
 }
 
-function renderLayers(log: RunLog, layers: Layer[], width: number | null): string {
-  const byLabel = new Map(log.passes.map((p) => [p.label, p]));
+function renderLayers(index: LogIndex, layers: Layer[], width: number | null): string {
   const rows = layers.map((l): Cell[] => {
-    const passes = l.passes
-      .map((label) => byLabel.get(label))
-      .filter((p): p is Pass => p !== undefined);
+    const passes = index.passesOf(l);
     const shapes = new Set(passes.map((p) => formatShape(p.shape)));
     const dtypes = new Set(passes.map((p) => p.dtype));
     return [
@@ -105,79 +99,27 @@ function renderLayers(log: RunLog, layers: Layer[], width: number | null): strin
       dtypes.size === 1 ? [...dtypes][0] : "(varies)",
       formatBytes(passes.reduce((a, p) => a + p.nbytes, 0)),
       l.num_passes,
-      formatMillis(passes.reduce((a, p) => a + p.time_ms, 0)),
+      formatMs(
+        passes.reduce((a, p) => a + p.time_ms, 0),
+        "cell",
+      ),
     ];
   });
-  const columns = [
-    { header: "label", keep: true },
-    { header: "function" },
-    { header: "module" },
-    { header: "shape" },
-    { header: "dtype" },
-    { header: "size", align: "right" as const },
-    { header: "passes" },
-    { header: "time ms", align: "right" as const },
-  ];
-  return renderTable(columns, rows, { width });
+  return renderTable(columns([...PASS_HEADERS, "passes", "time ms"]), rows, { width });
 }
 
-export interface ModuleNode {
-  entry: ModuleEntry;
-  depth: number;
-  /** Parameters of the module and everything nested in it. */
-  totalParams: number;
-}
-
-/** The module entries depth first from the model down, each with its depth and nested parameter count. */
-export function moduleTree(log: RunLog): ModuleNode[] {
-  const byAddress = new Map(log.modules.map((m) => [m.address, m]));
-  const out: ModuleNode[] = [];
-  const seen = new Set<string>();
-  const visit = (m: ModuleEntry, depth: number): number => {
-    seen.add(m.address);
-    const node: ModuleNode = { entry: m, depth, totalParams: m.num_params };
-    out.push(node);
-    for (const c of m.children) {
-      const child = byAddress.get(c);
-      if (child && !seen.has(c)) node.totalParams += visit(child, depth + 1);
-    }
-    return node.totalParams;
-  };
-  const roots = log.modules.filter((m) => m.parent === null || !byAddress.has(m.parent));
-  // Then any entry no parent reached (should not happen): listed rather than lost.
-  for (const m of [...roots, ...log.modules]) if (!seen.has(m.address)) visit(m, 0);
-  return out;
-}
-
-/** How a module address reads in tables: the model itself has the empty address. */
-export function moduleName(address: string): string {
-  return address === "" ? "(model)" : address;
-}
-
-function renderModules(tree: ModuleNode[], width: number | null): string {
-  const columns = [
-    { header: "module", keep: true },
-    { header: "class" },
-    { header: "calls" },
-    { header: "params" },
-    { header: "passes" },
-    { header: "time ms", align: "right" as const },
-    { header: "size", align: "right" as const },
-  ];
-  const rows = tree.map(({ entry: m, depth, totalParams }): Cell[] => [
+function renderModules(tree: readonly ModuleNode[], width: number | null): string {
+  const rows = tree.map(({ entry: m, depth, nested }): Cell[] => [
     `${"  ".repeat(depth)}${moduleName(m.address)}`,
     m.class,
     m.num_calls,
-    totalParams,
+    nested.num_params,
     m.num_passes,
-    formatMillis(m.time_ms),
+    formatMs(m.time_ms, "cell"),
     formatBytes(m.nbytes),
   ]);
-  return renderTable(columns, rows, { width });
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
+  const headers = ["module", "class", "calls", "params", "passes", "time ms", "size"];
+  return renderTable(columns(headers), rows, { width });
 }
 
 export function register(cli: Command): void {

@@ -1,5 +1,5 @@
 /**
- * `torchlens profile RUN`: where the forward pass spent its time and memory — per op (pass), per
+ * `torchlens profile RUN`: where the forward pass spent its time and memory — per pass, per
  * layer or per module: time (ms and % of the total), output bytes, parameters used and their
  * bytes; sorted by time, the top N, with totals over the whole run.
  *
@@ -9,21 +9,17 @@
  */
 import { type Command, InvalidArgumentError } from "commander";
 import { usageError } from "../errors.js";
-import { dtypeBytes } from "../log/dtypes.js";
-import type { ParamInfo, Pass, RunLog } from "../log/types.js";
+import { LogIndex } from "../log/logIndex.js";
+import type { Pass, RunLog } from "../log/types.js";
 import { readRun } from "../store/readRun.js";
-import { formatBytes } from "../ui/progress.js";
-import {
-  type Cell,
-  type Column,
-  formatMillis,
-  renderTable,
-  terminalWidth,
-  writeStdout,
-} from "../ui/table.js";
-import { moduleName, moduleTree } from "./ls.js";
+import { formatBytes, formatMs, moduleName } from "../ui/format.js";
+import { type Cell, type Column, renderTable, terminalWidth, writeStdout } from "../ui/table.js";
 
-export type ProfileBy = "op" | "layer" | "module";
+/** What one row stands for. */
+export type ProfileBy = "pass" | "layer" | "module";
+
+/** `--by op`, the earlier name of `--by pass`: still accepted, with the same output, for one release. */
+const BY_ALIASES = new Map<string, ProfileBy>([["op", "pass"]]);
 
 export interface ProfileRow {
   /** Pass label, layer label, or module address ("" is the model itself). */
@@ -51,59 +47,20 @@ export interface ProfileTotals {
 }
 
 export interface Profile {
-  by: ProfileBy;
+  /** What a row stands for; per-pass rows say "op", as the JSON always has (pipelines read it). */
+  by: "op" | "layer" | "module";
   /** How many rows there are in all; `rows` holds the top ones. */
   num_rows: number;
   rows: ProfileRow[];
   totals: ProfileTotals;
 }
 
-/** Every parameter of the model by its full address (`features.0.weight`). */
-function paramsByAddress(log: RunLog): Map<string, ParamInfo> {
-  const out = new Map<string, ParamInfo>();
-  for (const m of log.modules)
-    for (const p of m.params) out.set(m.address ? `${m.address}.${p.name}` : p.name, p);
-  return out;
-}
-
-function paramBytes(p: ParamInfo): number {
-  return p.numel * (dtypeBytes(p.dtype) ?? 0);
-}
-
-/** Parameter count and bytes of a set of parameter addresses, each counted once. */
-function sumParams(
-  addresses: Iterable<string>,
-  known: Map<string, ParamInfo>,
-): { num_params: number; param_bytes: number } {
-  let num_params = 0;
-  let param_bytes = 0;
-  for (const a of new Set(addresses)) {
-    const p = known.get(a);
-    if (!p) continue;
-    num_params += p.numel;
-    param_bytes += paramBytes(p);
-  }
-  return { num_params, param_bytes };
-}
-
 const sum = (passes: Pass[], f: (p: Pass) => number) => passes.reduce((a, p) => a + f(p), 0);
 
-/** The profile of a run: all rows sorted by time (slowest first), cut to `top` (0: all). */
-export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
-  const params = paramsByAddress(log);
-  const allParams = sumParams(params.keys(), params);
-  const totals: ProfileTotals = {
-    passes: log.passes.length,
-    time_ms: sum(log.passes, (p) => p.time_ms),
-    nbytes: sum(log.passes, (p) => p.nbytes),
-    num_params: allParams.num_params,
-    param_bytes: allParams.param_bytes,
-  };
-  const pct = (ms: number) => (totals.time_ms > 0 ? (100 * ms) / totals.time_ms : 0);
-
-  let rows: ProfileRow[];
-  if (by === "op") {
-    rows = log.passes.map((p) => ({
+/** Every row of one kind, in execution (or tree) order; `pct` gives a time's share of the total. */
+function rowsBy(index: LogIndex, by: ProfileBy, pct: (ms: number) => number): ProfileRow[] {
+  if (by === "pass")
+    return index.log.passes.map((p) => ({
       name: p.label,
       func: p.func,
       module: p.module,
@@ -111,14 +68,11 @@ export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
       time_ms: p.time_ms,
       time_pct: pct(p.time_ms),
       nbytes: p.nbytes,
-      ...sumParams(p.params, params),
+      ...index.paramTotals(p.params),
     }));
-  } else if (by === "layer") {
-    const byLabel = new Map(log.passes.map((p) => [p.label, p]));
-    rows = log.layers.map((l) => {
-      const passes = l.passes
-        .map((label) => byLabel.get(label))
-        .filter((p): p is Pass => p !== undefined);
+  if (by === "layer")
+    return index.log.layers.map((l) => {
+      const passes = index.passesOf(l);
       const time = sum(passes, (p) => p.time_ms);
       return {
         name: l.label,
@@ -128,39 +82,44 @@ export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
         time_ms: time,
         time_pct: pct(time),
         nbytes: sum(passes, (p) => p.nbytes),
-        ...sumParams(
-          passes.flatMap((p) => p.params),
-          params,
-        ),
+        ...index.paramTotals(passes.flatMap((p) => p.params)),
       };
     });
-  } else {
-    const selfMs = new Map<string, number>();
-    for (const p of log.passes)
-      selfMs.set(p.module ?? "", (selfMs.get(p.module ?? "") ?? 0) + p.time_ms);
-    rows = moduleTree(log).map(({ entry: m }) => {
-      const nested = log.modules.filter(
-        (n) => m.address === "" || n.address === m.address || n.address.startsWith(`${m.address}.`),
-      );
-      const owned = nested.flatMap((n) =>
-        n.params.map((p) => (n.address ? `${n.address}.${p.name}` : p.name)),
-      );
-      return {
-        name: m.address,
-        class: m.class,
-        calls: m.num_calls,
-        passes: m.num_passes,
-        time_ms: m.time_ms,
-        self_ms: selfMs.get(m.address) ?? 0,
-        time_pct: pct(m.time_ms),
-        nbytes: m.nbytes,
-        ...sumParams(owned, params),
-      };
-    });
-  }
+  const selfMs = new Map<string, number>();
+  for (const p of index.log.passes)
+    selfMs.set(p.module ?? "", (selfMs.get(p.module ?? "") ?? 0) + p.time_ms);
+  return index.moduleTree().map(({ entry: m, nested }) => ({
+    name: m.address,
+    class: m.class,
+    calls: m.num_calls,
+    passes: m.num_passes,
+    time_ms: m.time_ms,
+    self_ms: selfMs.get(m.address) ?? 0,
+    time_pct: pct(m.time_ms),
+    nbytes: m.nbytes,
+    ...nested,
+  }));
+}
+
+/** The profile of a run: all rows sorted by time (slowest first), cut to `top` (0: all). */
+export function profileRun(log: RunLog, by: ProfileBy, top: number): Profile {
+  const index = new LogIndex(log);
+  const totals: ProfileTotals = {
+    passes: log.passes.length,
+    time_ms: sum(log.passes, (p) => p.time_ms),
+    nbytes: sum(log.passes, (p) => p.nbytes),
+    ...index.paramTotals(index.params.keys()),
+  };
+  const pct = (ms: number) => (totals.time_ms > 0 ? (100 * ms) / totals.time_ms : 0);
+  const rows = rowsBy(index, by, pct);
   // Slowest first; ties keep execution (or tree) order, since sort is stable.
   const sorted = [...rows].sort((a, b) => b.time_ms - a.time_ms);
-  return { by, num_rows: rows.length, rows: top > 0 ? sorted.slice(0, top) : sorted, totals };
+  return {
+    by: by === "pass" ? "op" : by,
+    num_rows: rows.length,
+    rows: top > 0 ? sorted.slice(0, top) : sorted,
+    totals,
+  };
 }
 
 function percent(x: number): string {
@@ -189,8 +148,8 @@ export function renderProfile(p: Profile, width: number | null): string {
         ];
   const numbers = (r: ProfileRow | ProfileTotals, pct: number, self?: number): Cell[] => [
     ...(p.by === "op" ? [] : [r.passes]),
-    formatMillis(r.time_ms),
-    ...(p.by === "module" ? [self === undefined ? "" : formatMillis(self)] : []),
+    formatMs(r.time_ms, "cell"),
+    ...(p.by === "module" ? [self === undefined ? "" : formatMs(self, "cell")] : []),
     percent(pct),
     formatBytes(r.nbytes),
     r.num_params,
@@ -219,20 +178,21 @@ export function register(cli: Command): void {
   cli
     .command("profile")
     .description(
-      "where the time and memory go: per op, layer or module, slowest first, with totals",
+      "where the time and memory go: per pass, layer or module, slowest first, with totals",
     )
     .argument("<run>", "run directory made by torchlens extract")
-    .option("--by <what>", "one row per op (pass), layer, or module: op | layer | module", "op")
+    .option("--by <what>", "one row per pass, layer, or module: pass | layer | module", "pass")
     .option("--top <n>", "show the N slowest rows (0: all)", count, 20)
     .option("--json", "print the rows and totals as JSON", false)
     .action(async (run: string, o) => {
-      if (!["op", "layer", "module"].includes(o.by))
+      const by = BY_ALIASES.get(o.by) ?? o.by;
+      if (!["pass", "layer", "module"].includes(by))
         throw usageError(
-          `--by ${JSON.stringify(o.by)} is not op, layer or module`,
-          "use --by op (the default), --by layer or --by module",
+          `--by ${JSON.stringify(o.by)} is not pass, layer or module`,
+          "use --by pass (the default), --by layer or --by module",
         );
       const { log } = await readRun(run);
-      const profile = profileRun(log, o.by as ProfileBy, o.top);
+      const profile = profileRun(log, by as ProfileBy, o.top);
       await writeStdout(
         `${o.json ? JSON.stringify(profile, null, 2) : renderProfile(profile, terminalWidth())}\n`,
       );

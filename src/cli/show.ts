@@ -7,22 +7,15 @@ import { pipeline } from "node:stream/promises";
 import type { Command } from "commander";
 import { usageError } from "../errors.js";
 import { NUMPY_AS_TORCH } from "../log/dtypes.js";
-import { selectPasses } from "../log/select.js";
+import { LogIndex } from "../log/logIndex.js";
+import { resolveTarget } from "../log/target.js";
 import type { Layer, Pass, RunLog } from "../log/types.js";
-import { type ArrayStats, arrayStats } from "../store/arrayStats.js";
+import { type ArrayStats, arrayStats } from "../stats/arrayStats.js";
 import { NpzReader } from "../store/npzRead.js";
 import { readRun } from "../store/readRun.js";
-import { formatBytes } from "../ui/progress.js";
-import {
-  type Cell,
-  formatMillis,
-  formatShape,
-  formatStat,
-  guardStdout,
-  renderTable,
-  terminalWidth,
-  writeStdout,
-} from "../ui/table.js";
+import { formatBytes, formatMs, formatShape, formatStat } from "../ui/format.js";
+import { type Cell, guardStdout, renderTable, terminalWidth, writeStdout } from "../ui/table.js";
+import { plural } from "../util/text.js";
 
 /** One pass as `show --json` gives it. */
 export interface PassView {
@@ -37,51 +30,6 @@ export type ShowView =
   | ({ kind: "pass" } & PassView)
   | { kind: "layer"; layer: Layer; passes: PassView[] };
 
-type Target = { kind: "pass"; pass: Pass } | { kind: "layer"; layer: Layer; passes: Pass[] };
-
-/**
- * What LABEL means: a pass label, a layer label, or any selector that picks exactly one pass or
- * all the passes of one layer. Selectors matching nothing fail in selectPasses, with close matches.
- */
-export function resolveTarget(log: RunLog, label: string): Target {
-  const byLabel = new Map(log.passes.map((p) => [p.label, p]));
-  const passesOf = (l: Layer) =>
-    l.passes.map((x) => byLabel.get(x)).filter((p): p is Pass => p !== undefined);
-  const exact = byLabel.get(label);
-  if (exact) return { kind: "pass", pass: exact };
-  const layer = log.layers.find((l) => l.label === label);
-  if (layer) return { kind: "layer", layer, passes: passesOf(layer) };
-
-  const { labels } = selectLabel(log, label);
-  if (labels.length === 1) return { kind: "pass", pass: byLabel.get(labels[0] as string) as Pass };
-  const layers = [...new Set(labels.map((l) => byLabel.get(l)?.layer))];
-  const only = layers.length === 1 ? log.layers.find((l) => l.label === layers[0]) : undefined;
-  if (only && only.passes.length === labels.length)
-    return { kind: "layer", layer: only, passes: passesOf(only) };
-  const some = labels.slice(0, 6).join(", ") + (labels.length > 6 ? ", …" : "");
-  throw usageError(
-    `${JSON.stringify(label)} matches ${labels.length} passes in ${layers.length} layers (${some}); show takes one pass or one layer`,
-    `give one pass label or layer label from \`torchlens ls RUN\`, e.g. ${labels[0]}`,
-  );
-}
-
-/** selectPasses for one selector, its "matches nothing" error worded for `show` rather than `--layers`. */
-function selectLabel(log: RunLog, label: string): { labels: string[] } {
-  return selectPasses(log, [label], "show");
-}
-
-/** The argument positions a pass takes in each of its children, in `children` order. */
-function childArgs(pass: Pass, byLabel: Map<string, Pass>): string[] {
-  return pass.children.map((c) => {
-    const child = byLabel.get(c);
-    if (!child) return "";
-    return child.parents
-      .map((parent, i) => (parent === pass.label ? child.parent_args[i] : undefined))
-      .filter((a): a is string => a !== undefined)
-      .join(",");
-  });
-}
-
 async function statsOf(pass: Pass, npz: () => Promise<NpzReader>): Promise<ArrayStats | null> {
   if (!pass.saved || pass.array === null) return null;
   const { info, data } = await (await npz()).read(pass.array);
@@ -90,8 +38,8 @@ async function statsOf(pass: Pass, npz: () => Promise<NpzReader>): Promise<Array
 
 /** Everything `show` reports, reading the arrays it needs. */
 export async function showView(log: RunLog, npzPath: string, label: string): Promise<ShowView> {
-  const target = resolveTarget(log, label);
-  const byLabel = new Map(log.passes.map((p) => [p.label, p]));
+  const index = new LogIndex(log);
+  const target = resolveTarget(index, label, "show");
   let reader: NpzReader | null = null;
   const npz = async () => {
     reader ??= await NpzReader.open(npzPath);
@@ -99,7 +47,7 @@ export async function showView(log: RunLog, npzPath: string, label: string): Pro
   };
   const view = async (p: Pass): Promise<PassView> => ({
     pass: p,
-    child_args: childArgs(p, byLabel),
+    child_args: index.childArgs(p),
     stats: await statsOf(p, npz),
   });
   try {
@@ -113,8 +61,10 @@ export async function showView(log: RunLog, npzPath: string, label: string): Pro
 }
 
 const WIDTH = 14;
-const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const field = (name: string, value: string) => `  ${name.padEnd(WIDTH)}${value}`;
+/** A function's name, with its qualified name when that says more. */
+const funcText = (func: string, qualname: string | null | undefined) =>
+  qualname && qualname !== func ? `${func}  (${qualname})` : func;
 
 function describeStats(s: ArrayStats | null, pass: Pass): string[] {
   if (!s) return [field("array", "not saved (the extract's --layers left it out)")];
@@ -157,7 +107,7 @@ function describePass(v: PassView): string[] {
   const distance = (d: number | null) => (d === null ? "-" : String(d));
   const lines = [
     `pass ${p.label}   layer ${p.layer}, pass ${p.pass} of ${p.num_passes}`,
-    field("function", p.qualname && p.qualname !== p.func ? `${p.func}  (${p.qualname})` : p.func),
+    field("function", funcText(p.func, p.qualname)),
     field("kind", p.kind),
     field("module", p.module ?? "-"),
     field("module stack", p.modules.length ? p.modules.join(" > ") : "-"),
@@ -169,7 +119,7 @@ function describePass(v: PassView): string[] {
     field("dtype", `${p.dtype}${stored}`),
     field("device", p.device),
     field("size", `${formatBytes(p.nbytes)} (${plural(p.nbytes, "byte")})`),
-    field("time", `${formatMillis(p.time_ms)} ms`),
+    field("time", formatMs(p.time_ms, "op")),
     field(
       "distance",
       `${distance(p.distance_from_input)} from input, ${distance(p.distance_to_output)} to output`,
@@ -190,14 +140,11 @@ function describePass(v: PassView): string[] {
 function describeLayer(layer: Layer, passes: PassView[], width: number | null): string[] {
   const first = passes[0]?.pass;
   const shapes = [...new Set(passes.map((v) => formatShape(v.pass.shape)))];
+  const total = (f: (p: Pass) => number) => passes.reduce((a, v) => a + f(v.pass), 0);
+  const ms = total((p) => p.time_ms);
   const lines = [
     `layer ${layer.label}   ${plural(layer.num_passes, "pass", "passes")}`,
-    field(
-      "function",
-      first?.qualname && first.qualname !== layer.func
-        ? `${layer.func}  (${first.qualname})`
-        : layer.func,
-    ),
+    field("function", funcText(layer.func, first?.qualname)),
     field("module", layer.module ?? "-"),
     field(
       "params",
@@ -207,14 +154,14 @@ function describeLayer(layer: Layer, passes: PassView[], width: number | null): 
     ),
     field("shape", shapes.join(", ")),
     field("dtype", [...new Set(passes.map((v) => v.pass.dtype))].join(", ")),
-    field("size", formatBytes(passes.reduce((a, v) => a + v.pass.nbytes, 0))),
-    field("time", `${formatMillis(passes.reduce((a, v) => a + v.pass.time_ms, 0))} ms`),
+    field("size", formatBytes(total((p) => p.nbytes))),
+    field("time", formatMs(ms, "op")),
     "",
   ];
   const rows = passes.map(({ pass: p, stats: s }): Cell[] => [
     p.label,
     formatShape(p.shape),
-    formatMillis(p.time_ms),
+    formatMs(p.time_ms, "cell"),
     ...(s
       ? [
           formatStat(s.min),
@@ -246,7 +193,7 @@ export function renderShow(v: ShowView, width: number | null): string {
 
 /** Streams one pass's array to stdout as a .npy file. */
 async function writeNpy(log: RunLog, npzPath: string, label: string): Promise<void> {
-  const target = resolveTarget(log, label);
+  const target = resolveTarget(new LogIndex(log), label, "show");
   if (target.kind === "layer" && target.passes.length !== 1) {
     throw usageError(
       `--npy writes one array, and layer ${target.layer.label} has ${target.passes.length} passes`,

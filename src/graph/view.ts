@@ -10,9 +10,10 @@
  * - depth N: modules nested deeper than N levels (the model itself is level 0) are each drawn as
  *   one node (per call when unrolled, per address when rolled) standing for everything inside.
  */
-import type { ModuleEntry, ParamInfo, Pass, RunLog } from "../log/types.js";
-import { formatBytes } from "../ui/progress.js";
-import { formatShape } from "../ui/table.js";
+import { type CallRef, formatCall, LogIndex, parseCall } from "../log/logIndex.js";
+import type { Pass, RunLog } from "../log/types.js";
+import { formatBytes, formatCount, formatMs, formatShape } from "../ui/format.js";
+import { plural } from "../util/text.js";
 
 export type GraphMode = "rolled" | "unrolled";
 
@@ -76,35 +77,12 @@ export interface GraphView {
   clusters: GraphCluster[];
 }
 
-/** `encoder.layers.0:2` → [`encoder.layers.0`, 2]. */
-export function splitCall(label: string): [string, number] {
-  const i = label.lastIndexOf(":");
-  return [label.slice(0, i), Number(label.slice(i + 1))];
-}
-
 export function nodeKind(p: Pass): NodeKind {
   if (p.is_input) return "input";
   if (p.is_output) return "output";
   if (p.is_buffer) return "buffer";
   if (p.is_internal_source) return "internal";
   return p.params.length ? "param_op" : "op";
-}
-
-/** 1234 → "1.2k", 25557032 → "25.6M". */
-export function formatCount(n: number): string {
-  if (n < 1000) return String(n);
-  const units = ["k", "M", "G", "T"];
-  let v = n;
-  let u = -1;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}${units[u]}`;
-}
-
-function plural(n: number, one: string, many: string): string {
-  return `${n} ${n === 1 ? one : many}`;
 }
 
 /** Sizes are shown on a node from this many bytes (smaller ones only in the tooltip). */
@@ -145,42 +123,22 @@ export function edgeLabel(pairs: [number, number][], tailPasses: number, headPas
   return `out ${passRanges([...tails])}, in ${passRanges([...heads])}`;
 }
 
-/** What the log knows about modules and parameters, indexed for the builder. */
-class ModuleIndex {
-  readonly byAddress: Map<string, ModuleEntry>;
-  readonly params = new Map<string, ParamInfo>();
-  private readonly totals = new Map<string, number>();
+/** A call label of `Pass.modules` as a reference (the log writes only well-formed ones). */
+function callOf(label: string): CallRef {
+  return parseCall(label) ?? { address: label, call: Number.NaN };
+}
 
-  constructor(log: RunLog) {
-    this.byAddress = new Map(log.modules.map((m) => [m.address, m]));
-    for (const m of log.modules)
-      for (const p of m.params) this.params.set(m.address ? `${m.address}.${p.name}` : p.name, p);
-  }
+function className(index: LogIndex, address: string): string {
+  return index.module(address)?.class ?? "?";
+}
 
-  className(address: string): string {
-    return this.byAddress.get(address)?.class ?? "?";
-  }
+function numCalls(index: LogIndex, address: string): number {
+  return index.module(address)?.num_calls ?? 1;
+}
 
-  numCalls(address: string): number {
-    return this.byAddress.get(address)?.num_calls ?? 1;
-  }
-
-  /** Parameters of a module and everything nested in it. */
-  totalParams(address: string, seen = new Set<string>()): number {
-    const cached = this.totals.get(address);
-    if (cached !== undefined) return cached;
-    const m = this.byAddress.get(address);
-    if (!m || seen.has(address)) return 0;
-    seen.add(address);
-    const total = m.children.reduce((a, c) => a + this.totalParams(c, seen), m.num_params);
-    this.totals.set(address, total);
-    return total;
-  }
-
-  paramShape(address: string): string {
-    const p = this.params.get(address);
-    return p ? formatShape(p.shape) : "?";
-  }
+function paramShape(index: LogIndex, address: string): string {
+  const p = index.params.get(address);
+  return p ? formatShape(p.shape) : "?";
 }
 
 function mostCommon(values: string[]): string | null {
@@ -196,8 +154,57 @@ function literal(s: string): string {
   return s.replace(/\\/g, "\\\\");
 }
 
+/** What the steps of one build share. */
+interface Builder {
+  index: LogIndex;
+  rolled: boolean;
+  depth: number | null;
+  /** The dtype most ops have: a node shows its dtype only when it differs. */
+  usualDtype: string | null;
+  clusters: Map<string, GraphCluster>;
+}
+
+/** A cluster or folded-module id part: the call label (unrolled) or its module address (rolled). */
+function frameOf(b: Builder, call: string): string {
+  return b.rolled ? callOf(call).address : call;
+}
+
+/** The module call a pass is folded into at the builder's depth; null when it is drawn itself. */
+function collapsedAt(b: Builder, p: Pass): string | null {
+  return b.depth !== null && p.modules.length > b.depth ? (p.modules[b.depth] as string) : null;
+}
+
+/** How a module call is named on the graph: with its call number only when it matters. */
+function callName(b: Builder, call: CallRef): string {
+  return b.rolled || numCalls(b.index, call.address) === 1 ? call.address : formatCall(call);
+}
+
+/**
+ * The innermost cluster of a module stack (call labels, outermost first), creating the clusters
+ * on first sight; a cluster's parent is where it was first seen.
+ */
+function clusterFor(b: Builder, stack: string[]): string | null {
+  let parent: string | null = null;
+  for (const [i, label] of stack.entries()) {
+    const id = `cluster_${frameOf(b, label)}`;
+    if (!b.clusters.has(id)) {
+      const call = callOf(label);
+      const calls = numCalls(b.index, call.address);
+      const extra = b.rolled && calls > 1 ? ` · ${calls} calls` : "";
+      b.clusters.set(id, {
+        id,
+        label: literal(`${callName(b, call)} · ${className(b.index, call.address)}${extra}`),
+        parent,
+        level: i + 1,
+      });
+    }
+    parent = id;
+  }
+  return parent;
+}
+
 /** The lines of a node standing for one pass or for the passes of one layer. */
-function passLines(title: string, passes: Pass[], modules: ModuleIndex, usualDtype: string | null) {
+function passLines(b: Builder, title: string, passes: Pass[]) {
   const p = passes[0] as Pass;
   const what =
     (p.is_input && p.input_path) ||
@@ -207,149 +214,101 @@ function passLines(title: string, passes: Pass[], modules: ModuleIndex, usualDty
   const shapes = [...new Set(passes.map((x) => formatShape(x.shape)))];
   const facts = [what, shapes.length <= 2 ? shapes.join(" | ") : `${shapes.length} shapes`];
   const dtypes = [...new Set(passes.map((x) => x.dtype))];
-  if (dtypes.length > 1 || dtypes[0] !== usualDtype) facts.push(dtypes.join(" | "));
+  if (dtypes.length > 1 || dtypes[0] !== b.usualDtype) facts.push(dtypes.join(" | "));
   const nbytes = Math.max(...passes.map((x) => x.nbytes));
   if (nbytes >= SIZE_SHOWN_FROM) facts.push(formatBytes(nbytes));
   const lines = [title, facts.join(" · ")];
   if (p.params.length)
-    lines.push(`params ${p.params.map((a) => modules.paramShape(a)).join(", ")}`);
+    lines.push(`params ${p.params.map((a) => paramShape(b.index, a)).join(", ")}`);
   return lines.map(literal);
 }
 
-function passTooltip(passes: Pass[], modules: ModuleIndex): string {
+function passTooltip(b: Builder, passes: Pass[]): string {
   const p = passes[0] as Pass;
   const lines = [
     passes.length > 1 ? `${p.layer}: ${passes.length} passes` : p.label,
     p.qualname ?? p.func,
   ];
-  if (p.module !== null) lines.push(`module ${p.module} (${modules.className(p.module)})`);
+  if (p.module !== null) lines.push(`module ${p.module} (${className(b.index, p.module)})`);
   lines.push(
     `${formatShape(p.shape)} ${p.dtype} ${formatBytes(p.nbytes)}${p.device !== "cpu" ? ` on ${p.device}` : ""}`,
   );
-  for (const a of p.params) lines.push(`${a} ${modules.paramShape(a)}`);
+  for (const a of p.params) lines.push(`${a} ${paramShape(b.index, a)}`);
   const ms = passes.reduce((s, x) => s + x.time_ms, 0);
-  if (ms > 0) lines.push(`${ms.toFixed(3)} ms`);
+  if (ms > 0) lines.push(formatMs(ms, "op"));
   if (passes.every((x) => x.is_dead_end)) lines.push("dead end: reaches no output");
   return literal(lines.join("\n"));
 }
 
-/** Builds the view of a run's graph. */
-export function buildView(log: RunLog, options: ViewOptions): GraphView {
-  const { mode, depth } = options;
-  const rolled = mode === "rolled";
-  const highlight = options.highlight ?? null;
-  const modules = new ModuleIndex(log);
-  const byLabel = new Map(log.passes.map((p) => [p.label, p]));
-  const usualDtype = mostCommon(log.passes.filter((p) => p.kind === "op").map((p) => p.dtype));
-
-  // The module stack a pass is drawn in: calls (unrolled) or addresses (rolled), cut at depth.
-  const frameOf = (call: string) => (rolled ? splitCall(call)[0] : call);
-  const collapsedAt = (p: Pass): string | null =>
-    depth !== null && p.modules.length > depth ? (p.modules[depth] as string) : null;
-
-  // Clusters, created on first sight; a cluster's parent is where it was first seen.
-  const clusters = new Map<string, GraphCluster>();
-  const clusterFor = (stack: string[]): string | null => {
-    let parent: string | null = null;
-    for (const [i, call] of stack.entries()) {
-      const frame = frameOf(call);
-      const id = `cluster_${frame}`;
-      if (!clusters.has(id)) {
-        const [address, n] = splitCall(call);
-        const calls = modules.numCalls(address);
-        const name = rolled || calls === 1 ? address : `${address}:${n}`;
-        const extra = rolled && calls > 1 ? ` · ${calls} calls` : "";
-        clusters.set(id, {
-          id,
-          label: literal(`${name} · ${modules.className(address)}${extra}`),
-          parent,
-          level: i + 1,
-        });
-      }
-      parent = id;
-    }
-    return parent;
+/** The node of a module call folded at the depth limit, standing for every pass inside it. */
+function moduleNode(b: Builder, id: string, passes: Pass[], collapsed: string): GraphNode {
+  const first = passes[0] as Pass;
+  const call = callOf(collapsed);
+  const { address } = call;
+  const calls = b.rolled ? numCalls(b.index, address) : 1;
+  const name = callName(b, call);
+  const params = b.index.node(address)?.nested.num_params ?? 0;
+  const summary = [
+    calls > 1 ? `${calls} calls` : null,
+    plural(passes.length, "pass", "passes"),
+    params > 0 ? `${formatCount(params)} params` : null,
+  ];
+  const outs = b.index
+    .module(address)
+    ?.calls.filter((c) => b.rolled || c.label === collapsed)
+    .flatMap((c) => c.outputs)
+    .map((l) => b.index.pass(l))
+    .filter((x): x is Pass => x !== undefined);
+  const shapes = [...new Set((outs ?? []).map((x) => formatShape(x.shape)))];
+  const lines = [name, className(b.index, address), summary.filter(Boolean).join(" · ")];
+  if (shapes.length) lines.push(`out ${shapes.length <= 2 ? shapes.join(" | ") : "varies"}`);
+  return {
+    id,
+    kind: "module",
+    lines: lines.map(literal),
+    tooltip: literal(
+      `${name} (${className(b.index, address)}): ${plural(passes.length, "pass", "passes")} inside, ${plural(params, "parameter")}`,
+    ),
+    cluster: clusterFor(b, first.modules.slice(0, b.depth ?? first.modules.length)),
+    dead: passes.every((x) => x.is_dead_end),
+    highlighted: false,
+    passes: passes.map((x) => x.label),
+    order: first.id,
   };
+}
 
-  // Which node each pass is drawn as.
-  const nodes = new Map<string, GraphNode>();
-  const repOf = new Map<string, string>();
-  const groups = new Map<string, Pass[]>();
-  for (const p of log.passes) {
-    const collapsed = collapsedAt(p);
-    const id = collapsed !== null ? `module:${frameOf(collapsed)}` : rolled ? p.layer : p.label;
-    repOf.set(p.label, id);
-    const group = groups.get(id);
-    if (group) group.push(p);
-    else groups.set(id, [p]);
-  }
-  for (const [id, passes] of groups) {
-    const first = passes[0] as Pass;
-    const collapsed = collapsedAt(first);
-    const stack = first.modules.slice(0, depth ?? first.modules.length);
-    let node: GraphNode;
-    if (collapsed !== null) {
-      const [address, n] = splitCall(collapsed);
-      const calls = rolled ? modules.numCalls(address) : 1;
-      const name = rolled || modules.numCalls(address) === 1 ? address : `${address}:${n}`;
-      const params = modules.totalParams(address);
-      const summary = [
-        calls > 1 ? `${calls} calls` : null,
-        plural(passes.length, "pass", "passes"),
-        params > 0 ? `${formatCount(params)} params` : null,
-      ];
-      const entry = modules.byAddress.get(address);
-      const outs = entry?.calls
-        .filter((c) => rolled || c.label === collapsed)
-        .flatMap((c) => c.outputs)
-        .map((l) => byLabel.get(l))
-        .filter((x): x is Pass => x !== undefined);
-      const shapes = [...new Set((outs ?? []).map((x) => formatShape(x.shape)))];
-      const lines = [name, modules.className(address), summary.filter(Boolean).join(" · ")];
-      if (shapes.length) lines.push(`out ${shapes.length <= 2 ? shapes.join(" | ") : "varies"}`);
-      node = {
-        id,
-        kind: "module",
-        lines: lines.map(literal),
-        tooltip: literal(
-          `${name} (${modules.className(address)}): ${plural(passes.length, "pass", "passes")} inside, ${plural(params, "parameter", "parameters")}`,
-        ),
-        cluster: clusterFor(stack),
-        dead: passes.every((x) => x.is_dead_end),
-        highlighted: false,
-        passes: passes.map((x) => x.label),
-        order: first.id,
-      };
-    } else {
-      const title = rolled && passes.length > 1 ? `${first.layer} ×${passes.length}` : id;
-      node = {
-        id,
-        kind: nodeKind(first),
-        lines: passLines(title, passes, modules, usualDtype),
-        tooltip: passTooltip(passes, modules),
-        cluster: clusterFor(stack),
-        dead: passes.every((x) => x.is_dead_end),
-        highlighted: false,
-        passes: passes.map((x) => x.label),
-        order: first.id,
-      };
-    }
-    if (highlight) node.highlighted = passes.some((x) => highlight.has(x.label));
-    nodes.set(id, node);
-  }
+/** The node of one pass (unrolled) or of the passes of one layer (rolled). */
+function passNode(b: Builder, id: string, passes: Pass[]): GraphNode {
+  const first = passes[0] as Pass;
+  const title = b.rolled && passes.length > 1 ? `${first.layer} ×${passes.length}` : id;
+  return {
+    id,
+    kind: nodeKind(first),
+    lines: passLines(b, title, passes),
+    tooltip: passTooltip(b, passes),
+    cluster: clusterFor(b, first.modules.slice(0, b.depth ?? first.modules.length)),
+    dead: passes.every((x) => x.is_dead_end),
+    highlighted: false,
+    passes: passes.map((x) => x.label),
+    order: first.id,
+  };
+}
 
-  // Edges: one per (tail node, head node), with the pass pairs they carry.
-  const edges = new Map<string, { tail: string; head: string; pairs: [number, number][] }>();
-  for (const child of log.passes) {
+type PassPairs = { tail: string; head: string; pairs: [number, number][] };
+
+/** One edge per (tail node, head node), with the (tail pass, head pass) numbers it carries. */
+function collectEdges(b: Builder, repOf: Map<string, string>): Map<string, PassPairs> {
+  const edges = new Map<string, PassPairs>();
+  for (const child of b.index.log.passes) {
     const head = repOf.get(child.label) as string;
     for (const parentLabel of new Set(child.parents)) {
-      const parent = byLabel.get(parentLabel);
+      const parent = b.index.pass(parentLabel);
       if (!parent) continue;
       const tail = repOf.get(parent.label) as string;
       // inside one collapsed module call: not drawn
       if (tail === head && head.startsWith("module:")) {
-        const a = collapsedAt(parent);
-        if (!rolled || a === collapsedAt(child)) continue;
+        const a = collapsedAt(b, parent);
+        if (!b.rolled || a === collapsedAt(b, child)) continue;
       }
       const key = `${tail}\u0000${head}`;
       const e = edges.get(key);
@@ -357,16 +316,52 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
       else edges.set(key, { tail, head, pairs: [[parent.pass, child.pass]] });
     }
   }
+  return edges;
+}
 
-  const nodeList = [...nodes.values()].sort((a, b) => a.order - b.order);
+/** Builds the view of a run's graph. */
+export function buildView(log: RunLog, options: ViewOptions): GraphView {
+  const { mode, depth } = options;
+  const highlight = options.highlight ?? null;
+  const b: Builder = {
+    index: new LogIndex(log),
+    rolled: mode === "rolled",
+    depth,
+    usualDtype: mostCommon(log.passes.filter((p) => p.kind === "op").map((p) => p.dtype)),
+    clusters: new Map(),
+  };
+
+  // Which node each pass is drawn as.
+  const repOf = new Map<string, string>();
+  const groups = new Map<string, Pass[]>();
+  for (const p of log.passes) {
+    const collapsed = collapsedAt(b, p);
+    const id =
+      collapsed !== null ? `module:${frameOf(b, collapsed)}` : b.rolled ? p.layer : p.label;
+    repOf.set(p.label, id);
+    const group = groups.get(id);
+    if (group) group.push(p);
+    else groups.set(id, [p]);
+  }
+  const nodes = new Map<string, GraphNode>();
+  for (const [id, passes] of groups) {
+    const collapsed = collapsedAt(b, passes[0] as Pass);
+    const node =
+      collapsed !== null ? moduleNode(b, id, passes, collapsed) : passNode(b, id, passes);
+    if (highlight) node.highlighted = passes.some((x) => highlight.has(x.label));
+    nodes.set(id, node);
+  }
+
+  const edges = [...collectEdges(b, repOf).values()];
+  const nodeList = [...nodes.values()].sort((x, y) => x.order - y.order);
   const component = strongComponents(
     nodeList.map((n) => n.id),
-    [...edges.values()],
+    edges,
   );
-  const edgeList: GraphEdge[] = [...edges.values()].map(({ tail, head, pairs }) => {
+  const edgeList: GraphEdge[] = edges.map(({ tail, head, pairs }) => {
     const t = nodes.get(tail) as GraphNode;
     const h = nodes.get(head) as GraphNode;
-    const layers = rolled && t.kind !== "module" && h.kind !== "module";
+    const layers = b.rolled && t.kind !== "module" && h.kind !== "module";
     return {
       tail,
       head,
@@ -383,7 +378,7 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
     title: literal(`${log.model.class} · ${mode} · ${nodeList.length} nodes${folded}`),
     nodes: nodeList,
     edges: edgeList,
-    clusters: orderClusters([...clusters.values()]),
+    clusters: orderClusters([...b.clusters.values()]),
   };
 }
 

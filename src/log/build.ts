@@ -4,6 +4,7 @@
  */
 import { tensorBytes } from "./dtypes.js";
 import { labelOps } from "./labels.js";
+import { formatCall, paramAddress } from "./logIndex.js";
 import { groupLayers } from "./loops.js";
 import {
   type Layer,
@@ -23,8 +24,7 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
   const labelById = new Map<number, string>(ops.map((op, i) => [op.id, labels.label[i]]));
   const paramNumel = new Map<string, number>();
   for (const m of raw.model.modules) {
-    for (const p of m.params)
-      paramNumel.set(m.address ? `${m.address}.${p.name}` : p.name, p.numel);
+    for (const p of m.params) paramNumel.set(paramAddress(m.address, p.name), p.numel);
   }
   const passes: Pass[] = ops.map((op, i) => {
     const label = labels.label[i];
@@ -52,7 +52,7 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
       module: innermost(op),
       modules: op.modules
         .filter(([address]) => address !== "")
-        .map(([address, call]) => `${address}:${call}`),
+        .map(([address, call]) => formatCall({ address, call })),
       parents,
       parent_args: parentArgs,
       children: [],
@@ -150,11 +150,6 @@ export function toLayers(passes: Pass[]): Layer[] {
   return [...layers.values()];
 }
 
-/** Module label of a call: `address:call` (the model itself has address ""). */
-export function callLabel(address: string, call: number): string {
-  return `${address}:${call}`;
-}
-
 export function toModules(raw: RawRun, passes: Pass[]): ModuleEntry[] {
   const labelById = new Map(passes.map((p) => [p.id, p.label]));
   const labels = (ids: number[]) =>
@@ -187,7 +182,7 @@ export function toModules(raw: RawRun, passes: Pass[]): ModuleEntry[] {
   const inside = new Map<string, { passes: number; time: number; bytes: number }>();
   raw.ops.forEach((op) => {
     for (const [address, call] of op.modules) {
-      const key = callLabel(address, call);
+      const key = formatCall({ address, call });
       const acc = inside.get(key) ?? { passes: 0, time: 0, bytes: 0 };
       acc.passes += 1;
       acc.time += op.time_ms;
@@ -204,12 +199,12 @@ export function toModules(raw: RawRun, passes: Pass[]): ModuleEntry[] {
       entry = blank(c.address, c.class); // a module built inside forward: not in the model's tree until it ran
       entries.set(c.address, entry);
     }
-    const label = callLabel(c.address, c.call);
+    const label = formatCall(c);
     const acc = inside.get(label) ?? { passes: 0, time: 0, bytes: 0 };
     entry.calls.push({
       call: c.call,
       label,
-      parent: c.parent ? callLabel(c.parent[0], c.parent[1]) : null,
+      parent: c.parent ? formatCall({ address: c.parent[0], call: c.parent[1] }) : null,
       inputs: labels(c.inputs),
       outputs: labels(c.outputs),
       num_passes: acc.passes,

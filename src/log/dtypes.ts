@@ -1,4 +1,7 @@
-/** Dtypes as log.json names them (torch's names without `torch.`), and as the npz stores them. */
+/**
+ * Dtypes as log.json names them (torch's names without `torch.`), and as the npz stores them
+ * (numpy dtype strings): element sizes of both, and which numpy dtype stands for which torch one.
+ */
 
 /** Bytes per element of each torch dtype. */
 const TORCH_DTYPE_BYTES: Record<string, number> = {
@@ -39,13 +42,14 @@ export function tensorBytes(shape: number[], dtype: string): number {
   return shape.reduce((n, d) => n * d, 1) * (dtypeBytes(dtype) ?? 0);
 }
 
-/** numpy dtype strings (npz `descr`) as torch names, to tell when a pass was stored as another dtype. */
+/**
+ * The numpy dtypes (npz `descr`) torchlens stores, each with the torch dtype it stands for: what
+ * `show` compares a pass's stored dtype against, and the dtypes `show` has statistics for.
+ */
 export const NUMPY_AS_TORCH: Record<string, string> = {
   "<f2": "float16",
   "<f4": "float32",
   "<f8": "float64",
-  "<c8": "complex64",
-  "<c16": "complex128",
   "|i1": "int8",
   "<i2": "int16",
   "<i4": "int32",
@@ -55,4 +59,23 @@ export const NUMPY_AS_TORCH: Record<string, string> = {
   "<u4": "uint32",
   "<u8": "uint64",
   "|b1": "bool",
+  "<c8": "complex64",
+  "<c16": "complex128",
 };
+
+/**
+ * Bytes per element of a plain numpy dtype string ("<f4", "|b1", "<U3", "<M8[ns]"); null when it
+ * can't be told from the string (structured or object dtypes, typos).
+ */
+export function numpyItemSize(descr: string): number | null {
+  const m = /^[<>|=]?([a-zA-Z])(\d+)(\[\w+\])?$/.exec(descr);
+  if (!m) return null;
+  const n = Number(m[2]);
+  return m[1] === "U" ? 4 * n : n;
+}
+
+/** Bytes of an array of this numpy dtype and shape; null when the item size is unknown. */
+export function numpyBytes(descr: string, shape: readonly number[]): number | null {
+  const itemsize = numpyItemSize(descr);
+  return itemsize === null ? null : shape.reduce((a, b) => a * b, 1) * itemsize;
+}

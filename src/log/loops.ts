@@ -36,6 +36,7 @@ function paramKey(op: OpRecord): string {
  * For each op, a layer key: equal keys mean passes of one layer. Keys are small integers in the
  * order layers are formed; labels.ts numbers layers by their first pass, not by key.
  */
+// One function on purpose: steps 1-3 below share the layer, members and queue state they build.
 export function groupLayers(ops: OpRecord[]): number[] {
   const n = ops.length;
   const layer = new Array<number>(n).fill(-1);

@@ -17,6 +17,8 @@
  * (a dry pass first).
  */
 import { usageError } from "../errors.js";
+import { closeMatches } from "../util/suggest.js";
+import { parseCall } from "./logIndex.js";
 import type { Pass, RunLog } from "./types.js";
 
 export type SelectorKind =
@@ -67,41 +69,14 @@ function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
+/** The module addresses a pass ran in, outermost first (each call's address). */
+function addressesOf(p: Pass): string[] {
+  return p.modules.map((m) => parseCall(m)?.address ?? m);
+}
+
 /** A module address matches itself and everything nested under it. */
 function insideModule(p: Pass, address: string): boolean {
-  return p.modules.some((m) => {
-    const a = m.slice(0, m.lastIndexOf(":"));
-    return a === address;
-  });
-}
-
-function editDistance(a: string, b: string): number {
-  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = dp[0];
-    dp[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = dp[j];
-      dp[j] = Math.min(dp[j] + 1, dp[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return dp[b.length];
-}
-
-/** Up to `n` known names closest to what the user typed (relative edit distance; prefixes first). */
-export function closeMatches(word: string, known: Iterable<string>, n = 5): string[] {
-  const w = word.toLowerCase();
-  const scored = [...new Set(known)].map((k) => {
-    const kl = k.toLowerCase();
-    const d = editDistance(w, kl) / Math.max(w.length, kl.length);
-    return { k, d: kl.startsWith(w) || w.startsWith(kl) ? d / 4 : d };
-  });
-  scored.sort((a, b) => a.d - b.d || a.k.localeCompare(b.k));
-  return scored
-    .filter((s) => s.d <= 0.6)
-    .slice(0, n)
-    .map((s) => s.k);
+  return addressesOf(p).includes(address);
 }
 
 /** Resolve one selector against a log. Returns null when it matches nothing. */
@@ -131,14 +106,12 @@ export function matchSelector(log: RunLog, selector: string): Match | null {
       kind: "module",
       labels: passes.filter((p) => insideModule(p, selector)).map((p) => p.label),
     };
-  const call = /^(.*):(\d+)$/.exec(selector);
-  if (call && modules.has(call[1])) {
+  const call = parseCall(selector);
+  if (call && modules.has(call.address)) {
     return {
       selector,
       kind: "call",
-      labels: passes
-        .filter((p) => p.modules.includes(selector) || p.modules.some((m) => m === selector))
-        .map((p) => p.label),
+      labels: passes.filter((p) => p.modules.includes(selector)).map((p) => p.label),
     };
   }
   const byFunction = passes.filter(
@@ -155,11 +128,7 @@ export function matchSelector(log: RunLog, selector: string): Match | null {
     const re = globToRegExp(selector);
     const hit = new Set<string>();
     for (const p of passes) {
-      if (
-        re.test(p.label) ||
-        re.test(p.layer) ||
-        p.modules.some((m) => re.test(m.slice(0, m.lastIndexOf(":"))))
-      )
+      if (re.test(p.label) || re.test(p.layer) || addressesOf(p).some((a) => re.test(a)))
         hit.add(p.label);
     }
     return hit.size

@@ -26,6 +26,8 @@ import { promises as fsp } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import zlib from "node:zlib";
 import { TorchlensError } from "../errors.js";
+import { numpyBytes } from "../log/dtypes.js";
+import { ZIP } from "./zip.js";
 
 /** A failure of the npz writer (bad key, wrong byte count, misuse); `message` is meant for the user. */
 export class NpzError extends TorchlensError {
@@ -51,15 +53,22 @@ const SLAB_BYTES = BATCH_BYTES + COPY_MAX_BYTES;
 const SPARE_SLABS = 2;
 const RESOLVED = Promise.resolve();
 
-const U32_MAX = 0xffffffff;
-const U16_MAX = 0xffff;
-const LOCAL_FIXED = 30;
-const CENTRAL_FIXED = 46;
+const {
+  U32_MAX,
+  U16_MAX,
+  LOCAL_FIXED,
+  CENTRAL_FIXED,
+  EOCD_SIZE,
+  EOCD64_SIZE,
+  EOCD64_LOCATOR_SIZE,
+  SIG_LOCAL,
+  SIG_CENTRAL,
+  SIG_EOCD,
+  SIG_EOCD64,
+  SIG_EOCD64_LOCATOR,
+} = ZIP;
 const ZIP64_LOCAL_EXTRA = 20; // id, size, uncompressed size, compressed size
 const PAD_EXTRA_HEADER = 4;
-const EOCD_SIZE = 22;
-const EOCD64_SIZE = 56;
-const EOCD64_LOCATOR_SIZE = 20;
 const VERSION_PLAIN = 20;
 const VERSION_ZIP64 = 45;
 const MADE_BY_UNIX = 3 << 8;
@@ -203,14 +212,11 @@ export class NpzWriter {
       );
     }
     const npy = npyHeader(descr, shape);
-    const itemsize = itemSize(descr);
-    if (itemsize !== null) {
-      const expected = shape.reduce((a, b) => a * b, 1) * itemsize;
-      if (expected !== nbytes) {
-        throw new NpzError(
-          `entry "${provisionalKey}": shape (${shape.join(", ")}) of ${descr} holds ${expected} bytes, not ${nbytes}`,
-        );
-      }
+    const expected = numpyBytes(descr, shape);
+    if (expected !== null && expected !== nbytes) {
+      throw new NpzError(
+        `entry "${provisionalKey}": shape (${shape.join(", ")}) of ${descr} holds ${expected} bytes, not ${nbytes}`,
+      );
     }
 
     const offset = this.end;
@@ -503,7 +509,7 @@ export class NpzWriter {
       const extraLen = bigSize || bigOffset ? 4 + (bigSize ? 16 : 0) + (bigOffset ? 8 : 0) : 0;
       const h = Buffer.alloc(CENTRAL_FIXED + name.length + extraLen);
       const version = this.versionFor(e);
-      h.writeUInt32LE(0x02014b50, 0);
+      h.writeUInt32LE(SIG_CENTRAL, 0);
       h.writeUInt16LE(MADE_BY_UNIX | version, 4);
       h.writeUInt16LE(version, 6);
       // flags 0, method 0 (stored)
@@ -540,7 +546,7 @@ export class NpzWriter {
     const bigCdOffset = cdOffset >= t;
     if (manyEntries || bigCdSize || bigCdOffset) {
       const z = Buffer.alloc(EOCD64_SIZE + EOCD64_LOCATOR_SIZE);
-      z.writeUInt32LE(0x06064b50, 0);
+      z.writeUInt32LE(SIG_EOCD64, 0);
       z.writeBigUInt64LE(BigInt(EOCD64_SIZE - 12), 4);
       z.writeUInt16LE(MADE_BY_UNIX | VERSION_ZIP64, 12);
       z.writeUInt16LE(VERSION_ZIP64, 14);
@@ -549,14 +555,14 @@ export class NpzWriter {
       z.writeBigUInt64LE(BigInt(count), 32);
       z.writeBigUInt64LE(BigInt(cdSize), 40);
       z.writeBigUInt64LE(BigInt(cdOffset), 48);
-      z.writeUInt32LE(0x07064b50, EOCD64_SIZE);
+      z.writeUInt32LE(SIG_EOCD64_LOCATOR, EOCD64_SIZE);
       // disk with the ZIP64 end record: 0
       z.writeBigUInt64LE(BigInt(cdOffset + cdSize), EOCD64_SIZE + 8);
       z.writeUInt32LE(1, EOCD64_SIZE + 16); // total disks
       out.push(z);
     }
     const eocd = Buffer.alloc(EOCD_SIZE);
-    eocd.writeUInt32LE(0x06054b50, 0);
+    eocd.writeUInt32LE(SIG_EOCD, 0);
     eocd.writeUInt16LE(manyEntries ? U16_MAX : count, 8);
     eocd.writeUInt16LE(manyEntries ? U16_MAX : count, 10);
     eocd.writeUInt32LE(bigCdSize ? U32_MAX : cdSize, 12);
@@ -621,14 +627,6 @@ export function checkKey(key: string): void {
   if (key.includes("..")) throw bad('it contains ".."');
 }
 
-/** Bytes per element for plain dtype strings ("<f4", "|b1", "<U3"); null when we can't tell. */
-function itemSize(descr: string): number | null {
-  const m = /^[<>|=]?([a-zA-Z])(\d+)$/.exec(descr);
-  if (!m) return null;
-  const n = Number(m[2]);
-  return m[1] === "U" ? 4 * n : n;
-}
-
 /** Fills `h` with the local header and name room of `e` under its current key. */
 function writeLocalHeader(
   h: Buffer,
@@ -638,7 +636,7 @@ function writeLocalHeader(
   version: number,
 ): void {
   const name = `${e.key}.npy`;
-  h.writeUInt32LE(0x04034b50, 0);
+  h.writeUInt32LE(SIG_LOCAL, 0);
   h.writeUInt16LE(version, 4);
   h.writeUInt16LE(0, 6); // flags: sizes and CRC are in this header, no data descriptor
   h.writeUInt16LE(0, 8); // stored

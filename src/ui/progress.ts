@@ -5,6 +5,9 @@
  */
 import ora, { type Ora } from "ora";
 
+// extract.ts imports these two from here; their home is format.ts.
+export { formatBytes, formatMs } from "./format.js";
+
 export class Progress {
   private spinner: Ora | null = null;
   private lastUpdate = 0;
@@ -43,19 +46,4 @@ export class Progress {
     this.spinner?.stop();
     this.spinner = null;
   }
-}
-
-export function formatBytes(n: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let v = n;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v >= 100 || u === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
-}
-
-export function formatMs(ms: number): string {
-  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`;
 }

@@ -117,25 +117,6 @@ function fitToWidth(
   }
 }
 
-/** Milliseconds for tables: three decimals, since single ops take microseconds. */
-export function formatMillis(ms: number): string {
-  return ms.toFixed(3);
-}
-
-/** A shape as `1x3x32x32`; a 0-d tensor as `()`. */
-export function formatShape(shape: number[]): string {
-  return shape.length ? shape.join("x") : "()";
-}
-
-/** A statistic: six significant digits, integers as they are, null as "-". */
-export function formatStat(x: number | null): string {
-  if (x === null) return "-";
-  if (Number.isInteger(x) && Math.abs(x) < 1e15) return String(x);
-  const a = Math.abs(x);
-  if (a !== 0 && (a < 1e-4 || a >= 1e15)) return x.toExponential(5).replace(/\.?0+e/, "e");
-  return String(Number(x.toPrecision(6)));
-}
-
 const guarded = new WeakSet<NodeJS.WritableStream>();
 
 /**

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import type { ModuleEntry, Pass, RunLog } from "../../src/log/types.js";
-import type { ArrayStats } from "../../src/store/arrayStats.js";
+import type { ArrayStats } from "../../src/stats/arrayStats.js";
 import {
   BIN,
   fixture,
@@ -358,8 +358,21 @@ describe("profile", () => {
     expect(p.num_rows).toBe(72);
   });
 
+  test("--by pass is the default, and --by op (its earlier name) gives the same output", async () => {
+    for (const flags of [[], ["--json"], ["--top", "0"]]) {
+      const plain = await ok(["profile", run("cnn"), ...flags]);
+      expect(await ok(["profile", run("cnn"), "--by", "pass", ...flags])).toBe(plain);
+      expect(await ok(["profile", run("cnn"), "--by", "op", ...flags])).toBe(plain);
+    }
+    expect(tableRows(await ok(["profile", run("cnn"), "--by", "op", "--top", "0"]))).toHaveLength(
+      logOf("cnn").passes.length,
+    );
+  });
+
   test("a bad --by or --top exits 2", async () => {
-    expect((await torchlens(["profile", run("cnn"), "--by", "pass"])).exitCode).toBe(2);
+    const bad = await torchlens(["profile", run("cnn"), "--by", "opp"]);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/--by "opp" is not pass, layer or module/);
     expect((await torchlens(["profile", run("cnn"), "--top", "-3"])).exitCode).toBe(2);
   });
 });

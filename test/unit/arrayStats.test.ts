@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { type ArrayStats, arrayStats } from "../../src/store/arrayStats.js";
+import { type ArrayStats, arrayStats } from "../../src/stats/arrayStats.js";
 import { NpzReader } from "../../src/store/npzRead.js";
 
 const PYTHON = "/usr/bin/python3";

@@ -12,7 +12,8 @@ import { pipeline } from "node:stream/promises";
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { EXIT, TorchlensError } from "../../src/errors.js";
 import { type NpzEntry, NpzWriter } from "../../src/store/npz.js";
-import { NpzReadError, NpzReader, parseNpyHeader } from "../../src/store/npzRead.js";
+import { NpzReadError } from "../../src/store/npzErrors.js";
+import { NpzReader } from "../../src/store/npzRead.js";
 
 const PYTHON = "/usr/bin/python3";
 
@@ -486,78 +487,5 @@ describe("NpzReader refuses what it can't or mustn't read", () => {
     const r = await NpzReader.open(numpyNpz);
     await r.close();
     await expectReadError(r.info("f4_2d"), /already closed/);
-  });
-});
-
-describe("parseNpyHeader (the strict .npy dict parser)", () => {
-  test("accepts numpy's own spellings: trailing comma, 1-tuples, (), double quotes, Python 2 longs", () => {
-    expect(
-      parseNpyHeader("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }          \n"),
-    ).toEqual({
-      descr: "<f4",
-      fortranOrder: false,
-      shape: [2, 3],
-    });
-    expect(
-      parseNpyHeader("{'descr': '<i8', 'fortran_order': True, 'shape': (7,), }").shape,
-    ).toEqual([7]);
-    expect(parseNpyHeader("{'descr': '|b1', 'fortran_order': False, 'shape': ()}").shape).toEqual(
-      [],
-    );
-    expect(
-      parseNpyHeader(`{"shape": (3L, 4L), "descr": "<f8", "fortran_order": False}`).shape,
-    ).toEqual([3, 4]);
-  });
-
-  test.each([
-    ["not a dict", "['descr', '<f4']", /not a dict/],
-    [
-      "a function call",
-      "{'descr': __import__('os').system('echo hi'), 'fortran_order': False, 'shape': ()}",
-      /unexpected "_"/,
-    ],
-    [
-      "a missing key",
-      "{'descr': '<f4', 'shape': (2,)}",
-      /expected keys descr, fortran_order, shape/,
-    ],
-    [
-      "an extra key",
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}",
-      /expected keys/,
-    ],
-    [
-      "a list shape",
-      "{'descr': '<f4', 'fortran_order': False, 'shape': [2]}",
-      /shape is not a tuple/,
-    ],
-    [
-      "a negative dimension",
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}",
-      /non-negative integers/,
-    ],
-    [
-      "a float dimension",
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,)}",
-      /expected an integer/,
-    ],
-    [
-      "a structured descr",
-      "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}",
-      /structured dtypes are not supported/,
-    ],
-    [
-      "text after the dict",
-      "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x",
-      /unexpected text after the dict/,
-    ],
-    ["an unterminated string", "{'descr': '<f4", /unterminated string/],
-    [
-      "fortran_order as an int",
-      "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}",
-      /fortran_order is not True or False/,
-    ],
-  ])("refuses %s", (_why, text, why) => {
-    expect(() => parseNpyHeader(text)).toThrow(why);
   });
 });

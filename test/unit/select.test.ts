@@ -3,7 +3,6 @@ import { readFileSync } from "node:fs";
 import { buildLog } from "../../src/log/build.js";
 import {
   type AgentSelection,
-  closeMatches,
   matchSelector,
   planSelection,
   selectPasses,
@@ -65,11 +64,6 @@ describe("selectors on a recorded log", () => {
     expect(() => selectPasses(loops, ["linera_1_1"])).toThrow(
       expect.objectContaining({ exitCode: 2 }),
     );
-  });
-
-  test("closeMatches ranks by edit distance, prefixes first", () => {
-    expect(closeMatches("relu", ["relu_1_2", "gelu", "linear"], 2)).toEqual(["relu_1_2", "gelu"]);
-    expect(closeMatches("tahn", ["tanh", "a", "input_1"])).toEqual(["tanh"]);
   });
 
   test("splitSelectors splits on commas and refuses an empty list", () => {

@@ -1,11 +1,5 @@
-/** The table formatter behind ls, show and profile: alignment, truncation, footers, number formats. */
-import {
-  displayWidth,
-  formatShape,
-  formatStat,
-  renderTable,
-  truncate,
-} from "../../src/ui/table.js";
+/** The table formatter behind ls, show and profile: alignment, truncation, footers. */
+import { displayWidth, renderTable, truncate } from "../../src/ui/table.js";
 
 describe("renderTable", () => {
   const columns = [
@@ -103,18 +97,5 @@ describe("cell helpers", () => {
     expect(displayWidth(truncate("abcdefgh", 5))).toBe(5);
     expect(truncate("abc", 5)).toBe("abc");
     expect(truncate("abc", 0)).toBe("");
-  });
-
-  test("formatShape joins dimensions with x and shows a 0-d tensor as ()", () => {
-    expect(formatShape([1, 3, 32, 32])).toBe("1x3x32x32");
-    expect(formatShape([])).toBe("()");
-  });
-
-  test("formatStat: integers whole, six significant digits, exponents for tiny values, - for none", () => {
-    expect(formatStat(3)).toBe("3");
-    expect(formatStat(0.123456789)).toBe("0.123457");
-    expect(formatStat(-1234.56789)).toBe("-1234.57");
-    expect(formatStat(1.5e-7)).toBe("1.5e-7");
-    expect(formatStat(null)).toBe("-");
   });
 });

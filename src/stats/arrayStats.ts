@@ -12,6 +12,7 @@
  * with numpy over float64 to 1e-12, and with numpy's float32 defaults to 1e-6.
  */
 import { TorchlensError } from "../errors.js";
+import { NUMPY_AS_TORCH, numpyItemSize } from "../log/dtypes.js";
 
 export interface ArrayStats {
   /** Elements in the array (all of them, NaN and Inf included). */
@@ -35,6 +36,7 @@ export interface ArrayStats {
 /** Elements decoded per block: 32 KiB of float64, comfortably in L1/L2. */
 const BLOCK = 4096;
 
+/** A numpy dtype string without its byte-order character: "<f4" → "f4". */
 type Kind =
   | "f2"
   | "f4"
@@ -50,40 +52,6 @@ type Kind =
   | "b1"
   | "c8"
   | "c16";
-
-const DESCRS: Record<string, Kind> = {
-  "<f2": "f2",
-  "<f4": "f4",
-  "<f8": "f8",
-  "|i1": "i1",
-  "<i2": "i2",
-  "<i4": "i4",
-  "<i8": "i8",
-  "|u1": "u1",
-  "<u2": "u2",
-  "<u4": "u4",
-  "<u8": "u8",
-  "|b1": "b1",
-  "<c8": "c8",
-  "<c16": "c16",
-};
-
-const ITEMSIZE: Record<Kind, number> = {
-  f2: 2,
-  f4: 4,
-  f8: 8,
-  i1: 1,
-  i2: 2,
-  i4: 4,
-  i8: 8,
-  u1: 1,
-  u2: 2,
-  u4: 4,
-  u8: 8,
-  b1: 1,
-  c8: 8,
-  c16: 16,
-};
 
 /**
  * Running totals over finite values, merged block by block. Everything is relative to `shift`,
@@ -187,28 +155,52 @@ function float16Table(): Float64Array {
   return t;
 }
 
-/** A typed-array view over `data`, copying only when its offset is not aligned for `T`. */
-function view<T>(
-  data: Uint8Array,
-  make: (buf: ArrayBufferLike, offset: number, length: number) => T,
-  bytesPer: number,
-): T {
-  const src = data.byteOffset % bytesPer === 0 ? data : new Uint8Array(data);
-  return make(src.buffer, src.byteOffset, src.byteLength / bytesPer);
+/** A typed-array class: what `view` needs to make one over raw bytes. */
+interface TypedArrayClass<T> {
+  new (buffer: ArrayBufferLike, byteOffset: number, length: number): T;
+  readonly BYTES_PER_ELEMENT: number;
 }
+
+/** A typed-array view over `data`, copying only when its offset is not aligned for `Typed`. */
+function view<T>(data: Uint8Array, Typed: TypedArrayClass<T>): T {
+  const bytesPer = Typed.BYTES_PER_ELEMENT;
+  const src = data.byteOffset % bytesPer === 0 ? data : new Uint8Array(data);
+  return new Typed(src.buffer, src.byteOffset, src.byteLength / bytesPer);
+}
+
+type NumberView =
+  | Float32Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array;
+
+/** The dtypes a typed array reads as they are, converted to float64 by `set`. */
+const PLAIN: Partial<Record<Kind, TypedArrayClass<NumberView>>> = {
+  f4: Float32Array,
+  i1: Int8Array,
+  i2: Int16Array,
+  i4: Int32Array,
+  u1: Uint8Array,
+  u2: Uint16Array,
+  u4: Uint32Array,
+};
 
 /**
  * Statistics of the array whose raw little-endian bytes are `data` and numpy dtype is `descr`
- * (one of <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1 <c8 <c16). Shape doesn't matter.
+ * (one of the dtypes in NUMPY_AS_TORCH: <f2 <f4 <f8 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1 <c8
+ * <c16). Shape doesn't matter.
  */
 export function arrayStats(descr: string, data: Buffer | Uint8Array): ArrayStats {
-  const kind = DESCRS[descr];
-  if (!kind) {
+  if (!(descr in NUMPY_AS_TORCH)) {
     throw new TorchlensError(
-      `can't compute statistics of dtype ${JSON.stringify(descr)}: supported are ${Object.keys(DESCRS).join(" ")}`,
+      `can't compute statistics of dtype ${JSON.stringify(descr)}: supported are ${Object.keys(NUMPY_AS_TORCH).join(" ")}`,
     );
   }
-  const size = ITEMSIZE[kind];
+  const kind = descr.slice(1) as Kind;
+  const size = numpyItemSize(descr) as number;
   if (data.byteLength % size !== 0) {
     throw new TorchlensError(
       `array of ${descr} has ${data.byteLength} bytes, not a multiple of its item size ${size}`,
@@ -216,87 +208,10 @@ export function arrayStats(descr: string, data: Buffer | Uint8Array): ArrayStats
   }
   const count = data.byteLength / size;
   const acc = new Acc();
-  const scratch = new Float64Array(Math.min(BLOCK, Math.max(count, 1)));
-  let trues: number | undefined;
-
-  switch (kind) {
-    case "f8": {
-      const v = view(data, (b, o, n) => new Float64Array(b, o, n), 8);
-      for (let at = 0; at < count; at += BLOCK) {
-        const len = Math.min(BLOCK, count - at);
-        acc.add(v.subarray(at, at + len), len);
-      }
-      break;
-    }
-    case "f4":
-    case "i1":
-    case "i2":
-    case "i4":
-    case "u1":
-    case "u2":
-    case "u4": {
-      const v = typedView(kind, data);
-      for (let at = 0; at < count; at += BLOCK) {
-        const len = Math.min(BLOCK, count - at);
-        scratch.set(v.subarray(at, at + len));
-        acc.add(scratch, len);
-      }
-      break;
-    }
-    case "b1": {
-      const v = data;
-      trues = 0;
-      for (let at = 0; at < count; at += BLOCK) {
-        const len = Math.min(BLOCK, count - at);
-        for (let i = 0; i < len; i++) {
-          const t = v[at + i] === 0 ? 0 : 1;
-          scratch[i] = t;
-          trues += t;
-        }
-        acc.add(scratch, len);
-      }
-      break;
-    }
-    case "f2": {
-      const v = view(data, (b, o, n) => new Uint16Array(b, o, n), 2);
-      const table = float16Table();
-      for (let at = 0; at < count; at += BLOCK) {
-        const len = Math.min(BLOCK, count - at);
-        for (let i = 0; i < len; i++) scratch[i] = table[v[at + i] as number] as number;
-        acc.add(scratch, len);
-      }
-      break;
-    }
-    case "i8":
-    case "u8": {
-      // Each int64 as two 32-bit halves: hi * 2^32 is exact and the one addition of lo rounds
-      // once, so this equals Number(BigInt64Array[i]) (round to nearest), without a BigInt per element.
-      const lo = view(data, (b, o, n) => new Uint32Array(b, o, n), 4);
-      const hi = kind === "i8" ? new Int32Array(lo.buffer, lo.byteOffset, lo.length) : lo;
-      for (let at = 0; at < count; at += BLOCK) {
-        const len = Math.min(BLOCK, count - at);
-        for (let i = 0, j = 2 * at; i < len; i++, j += 2) {
-          scratch[i] = (hi[j + 1] as number) * 4294967296 + (lo[j] as number);
-        }
-        acc.add(scratch, len);
-      }
-      break;
-    }
-    case "c8":
-    case "c16": {
-      const v =
-        kind === "c8"
-          ? view(data, (b, o, n) => new Float32Array(b, o, n), 4)
-          : view(data, (b, o, n) => new Float64Array(b, o, n), 8);
-      for (let at = 0; at < count; at += BLOCK) {
-        const len = Math.min(BLOCK, count - at);
-        for (let i = 0, j = 2 * at; i < len; i++, j += 2) {
-          scratch[i] = magnitude(v[j] as number, v[j + 1] as number);
-        }
-        acc.add(scratch, len);
-      }
-      break;
-    }
+  const decode = blockDecoder(kind, data, new Float64Array(Math.min(BLOCK, Math.max(count, 1))));
+  for (let at = 0; at < count; at += BLOCK) {
+    const len = Math.min(BLOCK, count - at);
+    acc.add(decode(at, len), len);
   }
 
   const any = acc.n > 0;
@@ -312,8 +227,67 @@ export function arrayStats(descr: string, data: Buffer | Uint8Array): ArrayStats
     zeros: acc.zeros,
   };
   if (kind === "c8" || kind === "c16") stats.over = "magnitude";
-  if (trues !== undefined) stats.trues = trues;
+  // bools decode to 0 and 1, all finite: the trues are the elements that are not zero
+  if (kind === "b1") stats.trues = count - acc.zeros;
   return stats;
+}
+
+/**
+ * Elements `[at, at + len)` as float64: a view for float64 data, else decoded into `scratch`
+ * (typed-array `set` converts natively; float16, bool, int64 and complex need a loop).
+ */
+type BlockDecoder = (at: number, len: number) => Float64Array;
+
+function blockDecoder(kind: Kind, data: Uint8Array, scratch: Float64Array): BlockDecoder {
+  switch (kind) {
+    case "f8": {
+      const v = view(data, Float64Array);
+      return (at, len) => v.subarray(at, at + len);
+    }
+    case "b1":
+      return (at, len) => {
+        for (let i = 0; i < len; i++) scratch[i] = data[at + i] === 0 ? 0 : 1;
+        return scratch;
+      };
+    case "f2": {
+      const v = view(data, Uint16Array);
+      const table = float16Table();
+      return (at, len) => {
+        for (let i = 0; i < len; i++) scratch[i] = table[v[at + i] as number] as number;
+        return scratch;
+      };
+    }
+    case "i8":
+    case "u8": {
+      // Each int64 as two 32-bit halves: hi * 2^32 is exact and the one addition of lo rounds
+      // once, so this equals Number(BigInt64Array[i]) (round to nearest), without a BigInt per element.
+      const lo = view(data, Uint32Array);
+      const hi = kind === "i8" ? new Int32Array(lo.buffer, lo.byteOffset, lo.length) : lo;
+      return (at, len) => {
+        for (let i = 0, j = 2 * at; i < len; i++, j += 2) {
+          scratch[i] = (hi[j + 1] as number) * 4294967296 + (lo[j] as number);
+        }
+        return scratch;
+      };
+    }
+    case "c8":
+    case "c16": {
+      const v = kind === "c8" ? view(data, Float32Array) : view(data, Float64Array);
+      return (at, len) => {
+        for (let i = 0, j = 2 * at; i < len; i++, j += 2) {
+          scratch[i] = magnitude(v[j] as number, v[j + 1] as number);
+        }
+        return scratch;
+      };
+    }
+    default: {
+      const v = view(data, PLAIN[kind] as TypedArrayClass<NumberView>);
+      return (at, len) => {
+        scratch.set(v.subarray(at, at + len));
+        return scratch;
+      };
+    }
+  }
 }
 
 /** |re + i·im| as numpy's abs gives it: Inf if either part is infinite (even with NaN), else NaN if either is. */
@@ -322,34 +296,4 @@ function magnitude(re: number, im: number): number {
   // The squares overflow or underflow only for extreme parts (and NaN/Inf need hypot's rule);
   // hypot gets those right but is several times slower.
   return m > 1e-150 && m < 1e150 ? m : Math.hypot(re, im);
-}
-
-type NumberView =
-  | Float32Array
-  | Int8Array
-  | Int16Array
-  | Int32Array
-  | Uint8Array
-  | Uint16Array
-  | Uint32Array;
-
-function typedView(kind: Kind, data: Uint8Array): NumberView {
-  switch (kind) {
-    case "f4":
-      return view(data, (b, o, n) => new Float32Array(b, o, n), 4);
-    case "i1":
-      return new Int8Array(data.buffer, data.byteOffset, data.byteLength);
-    case "i2":
-      return view(data, (b, o, n) => new Int16Array(b, o, n), 2);
-    case "i4":
-      return view(data, (b, o, n) => new Int32Array(b, o, n), 4);
-    case "u1":
-      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    case "u2":
-      return view(data, (b, o, n) => new Uint16Array(b, o, n), 2);
-    case "u4":
-      return view(data, (b, o, n) => new Uint32Array(b, o, n), 4);
-    default:
-      throw new Error(`no plain typed array for ${kind}`);
-  }
 }

@@ -5,7 +5,7 @@
 import path from "node:path";
 import type { Command } from "commander";
 import { type AfterCommit, type ExtractSummary, extract } from "../extract/extract.js";
-import { formatBytes, formatMs } from "../ui/progress.js";
+import { formatBytes, formatMs } from "../ui/format.js";
 import { writeGraph } from "./graph.js";
 import { addModelOptions, type Flags, modelOptions } from "./modelFlags.js";
 import { collect } from "./options.js";

@@ -16,7 +16,8 @@ import type { RawRun, RunLog } from "../log/types.js";
 import { ACTIVATIONS, LOG, sha256File } from "../store/files.js";
 import type { Manifest } from "../store/manifest.js";
 import { type NextFrame, type Recorded, Recorder, readDryPass } from "../store/recorder.js";
-import { formatBytes, Progress } from "../ui/progress.js";
+import { formatBytes } from "../ui/format.js";
+import { Progress } from "../ui/progress.js";
 import { TOOL_VERSION } from "../version.js";
 import { type InputFlags, type InputSpec, inputSpec } from "./input.js";
 

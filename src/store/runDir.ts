@@ -11,9 +11,6 @@ import { usageError } from "../errors.js";
 import { fsError, writeJson } from "./files.js";
 import { isRun } from "./manifest.js";
 
-// cli/graph.ts takes fsError from here
-export { fsError } from "./files.js";
-
 async function exists(p: string): Promise<boolean> {
   return fs.stat(p).then(
     () => true,

@@ -6,7 +6,6 @@
 import ora, { type Ora } from "ora";
 
 // extract.ts imports these two from here; their home is format.ts.
-export { formatBytes, formatMs } from "./format.js";
 
 export class Progress {
   private spinner: Ora | null = null;

@@ -91,7 +91,11 @@ describe("the selector table shared with the agent (test/fixtures/selection.json
     }[];
   } = JSON.parse(readFileSync(new URL("../fixtures/selection.json", import.meta.url), "utf8"));
   const logs = new Map<string, RunLog>();
-  const logOf = (run: string) => logs.get(run) ?? logs.set(run, recorded(run)).get(run)!;
+  const logOf = (run: string): RunLog => {
+    const log = logs.get(run) ?? recorded(run);
+    logs.set(run, log);
+    return log;
+  };
 
   test.each(table.cases.map((c) => [c.selectors.join(","), c.run, c] as const))(
     "--layers %s on %s: the CLI plans it as the table says and selects exactly its passes",

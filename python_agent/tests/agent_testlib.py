@@ -63,7 +63,7 @@ class Captured:
         self.session = session
         self.outputs = outputs  # the `done` frame's output structure
         self.result = result  # what the model returned
-        self.records = [f for f in wire.frames if f["type"] == "op"]
+        self.records = [f for f in wire.frames if f["type"] == "pass"]
         self.modules = [f for f in wire.frames if f["type"] == "module"]
         self.by_id = {r["id"]: r for r in self.records}
 
@@ -104,7 +104,7 @@ class Captured:
         """A saved pass's bytes, read back as the wire describes them."""
         rec = self.by_id[pid]
         data = bytes(self.wire.payloads.get(pid, b""))
-        assert len(data) == rec["nbytes"], f"pass {pid}: {len(data)} bytes arrived, record says {rec['nbytes']}"
+        assert len(data) == rec["stored_nbytes"], f"pass {pid}: {len(data)} bytes arrived, record says {rec['stored_nbytes']}"
         return np.frombuffer(data, dtype=np.dtype(rec["stored_dtype"])).reshape(rec["shape"])
 
 
@@ -196,7 +196,7 @@ class AgentRun:
         return b"".join(p for h, p in self.frames if h["type"] == "data" and h["id"] == pid)
 
     def array(self, pid: int) -> np.ndarray:
-        (rec,) = [h for h in self.of_type("op") if h["id"] == pid]
+        (rec,) = [h for h in self.of_type("pass") if h["id"] == pid]
         return np.frombuffer(self.payload(pid), dtype=np.dtype(rec["stored_dtype"])).reshape(rec["shape"])
 
 

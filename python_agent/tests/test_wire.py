@@ -157,15 +157,15 @@ def assert_user_frames_only(traceback):
 def assert_data_follows_each_saved_record(run):
     headers = run.headers
     for i, h in enumerate(headers):
-        if h["type"] != "op" or not h["nbytes"]:
+        if h["type"] != "pass" or not h["stored_nbytes"]:
             continue
         got, j = 0, i + 1
-        while got < h["nbytes"]:
+        while got < h["stored_nbytes"]:
             assert headers[j]["type"] == "data" and headers[j]["id"] == h["id"], \
                 f"pass {h['id']}: expected its data frames right after the record, got {headers[j]}"
             got += headers[j]["nbytes"]
             j += 1
-        assert got == h["nbytes"]
+        assert got == h["stored_nbytes"]
 
 
 # -- one extract with a noisy model ----------------------------------------------------------------
@@ -184,7 +184,7 @@ def noisy(tmp_path_factory):
 def test_hello_comes_first_with_protocol_and_versions(noisy):
     hello = noisy.headers[0]
     assert hello["type"] == "hello"
-    assert hello["protocol"] == torchlens_agent.PROTOCOL == 1
+    assert hello["protocol"] == torchlens_agent.PROTOCOL == 2
     assert hello["agent"] == torchlens_agent.AGENT_VERSION
     assert hello["python"] == platform.python_version()
     assert hello["torch"] == torch.__version__
@@ -203,10 +203,10 @@ def test_extract_streams_model_records_and_done_in_order(noisy):
     assert [m["address"] for m in model["modules"]] == ["", "fc"]
     fc = model["modules"][1]
     assert [(p["name"], p["shape"]) for p in fc["params"]] == [("weight", [3, 4]), ("bias", [3])]
-    ops = noisy.of_type("op")
+    ops = noisy.of_type("pass")
     assert [(r["kind"], r["func"]) for r in ops] == [("input", "input"), ("op", "linear"), ("op", "relu"),
                                                     ("output", "output")]
-    where = {h["id"]: i for i, h in enumerate(noisy.headers) if h["type"] == "op"}
+    where = {h["id"]: i for i, h in enumerate(noisy.headers) if h["type"] == "pass"}
     input_at, linear_at, relu_at, output_at = (where[r["id"]] for r in ops)
     module_at = [i for i, k in enumerate(kinds) if k == "module"]
     assert [noisy.headers[i]["address"] for i in module_at] == ["fc", ""]
@@ -218,7 +218,7 @@ def test_extract_streams_model_records_and_done_in_order(noisy):
 
 def test_saved_bytes_arrive_after_each_record_and_are_consistent(noisy):
     assert_data_follows_each_saved_record(noisy)
-    _, linear, relu, output = noisy.of_type("op")
+    _, linear, relu, output = noisy.of_type("pass")
     assert linear["stored_dtype"] == "<f4" and linear["shape"] == [2, 3]
     assert np.array_equal(noisy.array(relu["id"]), np.maximum(noisy.array(linear["id"]), 0))
     assert np.array_equal(noisy.array(output["id"]), noisy.array(relu["id"]))
@@ -249,10 +249,10 @@ def test_large_tensors_arrive_in_bounded_chunks_that_reassemble(tmp_path):
                                       seed=3)).wait()
     assert run.rc == 0, run.stderr.decode(errors="replace")
     assert_data_follows_each_saved_record(run)
-    inp, mul, out = run.of_type("op")
+    inp, mul, out = run.of_type("pass")
     for rec in (inp, mul, out):
         frames = [h for h in run.of_type("data") if h["id"] == rec["id"]]
-        assert rec["nbytes"] == 4 * n
+        assert rec["stored_nbytes"] == 4 * n
         assert len(frames) == math.ceil(4 * n / CHUNK_BYTES) > 1
         assert all(h["nbytes"] <= CHUNK_BYTES for h in frames)
     want = random_inputs([[n]], "float32", 3)[0][0].numpy()
@@ -350,7 +350,7 @@ def test_cuda_request_without_cuda_is_a_clear_input_error(failures):
     err = the_error(failures["no_cuda"])
     assert err["phase"] == "input" and "cuda" in err["message"].lower()
     assert err["hint"]
-    assert not failures["no_cuda"].of_type("op"), "ops were recorded before the device was refused"
+    assert not failures["no_cuda"].of_type("pass"), "ops were recorded before the device was refused"
 
 
 def test_example_input_that_raises_is_an_input_error(failures):
@@ -399,7 +399,7 @@ def test_extract_on_cuda_records_cuda_devices(tmp_path, cuda_device):
     assert run.rc == 0, run.stderr.decode(errors="replace")
     want = str(torch.zeros(1, device=cuda_device).device)  # "cuda" -> "cuda:0"
     assert want in run.headers[0]["devices"]
-    ops = run.of_type("op")
+    ops = run.of_type("pass")
     assert [r["func"] for r in ops if r["kind"] == "op"] == ["linear", "relu", "sum"]
     assert all(r["device"] == want for r in ops), [r["device"] for r in ops]
     assert_data_follows_each_saved_record(run)
@@ -433,14 +433,14 @@ def test_bytes_of_a_tensor_changed_in_place_after_sending_arrive_as_they_were_se
     wire = Wire(os.open(os.devnull, os.O_RDONLY), write_fd)
     big = np.arange(CHUNK_BYTES // 4 + 1000, dtype=np.float32)  # two data frames, the first a full chunk
     sent = big.copy()
-    wire.send({"type": "op", "id": 1, "nbytes": big.nbytes})
+    wire.send({"type": "pass", "id": 1, "stored_nbytes": big.nbytes})
     wire.send_data(1, big.view(np.uint8).data)
     big[:] = -1  # the model goes on and writes into the tensor
     wire.send({"type": "done"}, flush=True)
     os.close(write_fd)
     reader.join()
     frames = parse_frames(got["bytes"])
-    assert [h["type"] for h, _ in frames] == ["op", "data", "data", "done"]
+    assert [h["type"] for h, _ in frames] == ["pass", "data", "data", "done"]
     payload = b"".join(p for h, p in frames if h["type"] == "data")
     assert np.array_equal(np.frombuffer(payload, dtype=np.float32), sent)
 
@@ -452,5 +452,5 @@ def test_a_closed_pipe_surfaces_as_wire_closed_on_a_later_send():
     os.close(read_fd)
     wire = Wire(os.open(os.devnull, os.O_RDONLY), write_fd)
     with pytest.raises(WireClosed):
-        wire.send({"type": "op", "id": 1}, flush=True)
-        wire.send({"type": "op", "id": 2}, flush=True)
+        wire.send({"type": "pass", "id": 1}, flush=True)
+        wire.send({"type": "pass", "id": 2}, flush=True)

@@ -293,7 +293,7 @@ def test_weight_norm_weight_is_an_op_of_weight_g_and_weight_v_not_a_constant(run
     private_before = weight_norm_module._weight_norm
     headers, rc = run_extract(WEIGHT_NORM_MODEL)
     assert rc == 0, [h for h in headers if h["type"] == "error"]
-    ops = [h for h in headers if h["type"] == "op"]
+    ops = [h for h in headers if h["type"] == "pass"]
     assert not [h for h in ops if h["kind"] == "constant"]
     (norm,) = [h for h in ops if h["func"] == "_weight_norm"]
     assert set(norm["params"]) == {"l.weight_g", "l.weight_v"}

@@ -44,7 +44,7 @@ def _output_ids(node) -> list:
 
 
 def _validate(run: AgentRun, model_file: str, device, tmp_path, **fields) -> dict:
-    records = run.of_type("op")
+    records = run.of_type("pass")
     npz = tmp_path / "activations.npz"
     np.savez(npz, **{f"p{r['id']}": run.array(r["id"]) for r in records if r["stored_dtype"] is not None})
     by_id = {r["id"]: r for r in records}
@@ -81,7 +81,7 @@ def test_a_zoo_model_extracts_and_validates_on_the_device(name, package, device,
         pytest.skip(f"{package} is not installed")
     monkeypatch.setenv("TORCHLENS_ZOO_MODEL", name)  # start_agent passes the environment on
     run = _extract(ZOO, device)
-    records = run.of_type("op")
+    records = run.of_type("pass")
     assert len(records) > 50
     assert {r["device"].split(":")[0] for r in records if r["kind"] == "op"} == {device.type}
     done = _validate(run, ZOO, device, tmp_path)
@@ -95,5 +95,5 @@ TRICKY = ["tricky_packed_lstm", "tricky_scripted", "tricky_tensor_from_tensors",
 def test_a_tricky_fixture_extracts_and_validates_on_the_device(name, device, tmp_path):
     model_file = os.path.join(FIXTURES, f"{name}.py")
     run = _extract(model_file, device)
-    assert not [r for r in run.of_type("op") if r["kind"] == "constant"]
+    assert not [r for r in run.of_type("pass") if r["kind"] == "constant"]
     _validate(run, model_file, device, tmp_path)

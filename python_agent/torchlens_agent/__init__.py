@@ -4,5 +4,5 @@ The CLI (TypeScript) owns the meaning of the records; this package only knows to
 docs/wire.md for the protocol.
 """
 
-PROTOCOL = 1
+PROTOCOL = 2
 AGENT_VERSION = "0.1.0"

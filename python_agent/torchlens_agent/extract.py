@@ -22,7 +22,7 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
         seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run
         out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs, grad=loaded.grad)
         outputs = session.add_outputs(out)
-        wire.send({"type": "done", "num_ops": session.num_ops, "num_calls": session.num_calls,
+        wire.send({"type": "done", "num_ops": session.num_ops, "torch_calls": session.torch_calls,
                    "num_passes": session.next_id - 1, "outputs": outputs,
                    "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
                    "wrapped": wrappers.count}, flush=True)

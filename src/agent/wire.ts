@@ -5,7 +5,7 @@
  */
 import { Packr, Unpackr } from "msgpackr";
 
-export const PROTOCOL = 1;
+export const PROTOCOL = 2;
 export const MAX_HEADER_BYTES = 16 << 20;
 export const MAX_PAYLOAD_BYTES = 64 << 20;
 /** Part of a data frame's payload is handed on once this much of it has arrived. */

@@ -51,7 +51,9 @@ export interface ExtractSummary {
   wall_ms: number;
   forward_ms: number;
   first_op_ms: number | null;
-  /** Forward passes run: 2 when --layers needed final labels (a dry pass first). */
+  /** Forwards run: 2 when --layers needed final labels (a dry run first). */
+  forwards: 1 | 2;
+  /** The old name of `forwards`, written beside it for one release (CHANGELOG.md). */
   forward_passes: 1 | 2;
   python: string;
   torch: string;
@@ -66,7 +68,7 @@ type Streamed = Recorded & { hello: Hello };
 
 /**
  * What the saving pass saves: everything; or what the selectors pick, decided by the agent as it
- * runs where the selectors allow (docs/wire.md), else from the final labels of a dry pass first.
+ * runs where the selectors allow (docs/wire.md), else from the final labels of a dry run first.
  */
 async function chooseSave(
   selectors: string[] | null,
@@ -81,7 +83,7 @@ async function chooseSave(
   return { save: { ids: dryLog.passes.filter((p) => wanted.has(p.label)).map((p) => p.id) }, dry };
 }
 
-/** The dry pass and the saving pass must be the same forward pass, op for op. */
+/** The dry run and the saving forward must be the same, op for op. */
 function checkSameRun(dry: RawRun, real: RawRun): void {
   const n = Math.max(dry.ops.length, real.ops.length);
   for (let i = 0; i < n; i++) {
@@ -100,7 +102,7 @@ function checkSameRun(dry: RawRun, real: RawRun): void {
           ? `it made ${dry.ops.length} passes, then ${real.ops.length}`
           : `pass ${i + 1} was ${a.func}${JSON.stringify(a.shape)}, then ${b.func}${JSON.stringify(b.shape)}`;
       throw new TorchlensError(
-        `the model is not deterministic: --layers needed two forward passes and they differed (${what})`,
+        `the model is not deterministic: --layers ran the forward twice (a dry run, then the saving one) and the two differed (${what})`,
         {
           hint: "select by function name, module address or ordinal (decided in one pass), or make the forward pass deterministic (fixed seed, no data-dependent randomness)",
         },
@@ -171,7 +173,8 @@ async function manifestOf(m: Made): Promise<Manifest> {
       wall_ms: summary.wall_ms,
       forward_ms: summary.forward_ms,
       first_op_ms: summary.first_op_ms,
-      forward_passes: summary.forward_passes,
+      forwards: summary.forwards,
+      forward_passes: summary.forwards,
     },
   };
 }
@@ -179,7 +182,7 @@ async function manifestOf(m: Made): Promise<Manifest> {
 function summarize(
   log: RunLog,
   streamed: Streamed,
-  run: { target: string; saved: number; forwardPasses: 1 | 2; wallMs: number },
+  run: { target: string; saved: number; forwards: 1 | 2; wallMs: number },
 ): ExtractSummary {
   return {
     run: run.target,
@@ -192,7 +195,8 @@ function summarize(
     wall_ms: Math.round(run.wallMs),
     forward_ms: Math.round(streamed.raw.forwardMs * 10) / 10,
     first_op_ms: streamed.firstOpMs === null ? null : Math.round(streamed.firstOpMs),
-    forward_passes: run.forwardPasses,
+    forwards: run.forwards,
+    forward_passes: run.forwards,
     python: streamed.hello.executable,
     torch: streamed.hello.torch,
   };
@@ -240,7 +244,7 @@ export async function extract(
       const summary = summarize(log, streamed, {
         target: recorder.target,
         saved: recorder.saved,
-        forwardPasses: dry ? 2 : 1,
+        forwards: dry ? 2 : 1,
         wallMs: performance.now() - t0,
       });
       const made = { opts, argv, modelFile, input, selectors, hello: streamed.hello, log, summary };

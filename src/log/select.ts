@@ -14,7 +14,7 @@
  *
  * A selector that matches nothing is an error listing close matches. `planSelection` tells which
  * selectors the agent can apply while ops happen (one forward pass) and which need final labels
- * (a dry pass first).
+ * (a dry run first).
  */
 import { usageError } from "../errors.js";
 import { closeMatches } from "../util/suggest.js";
@@ -176,7 +176,7 @@ export function selectPasses(
 /**
  * What the agent can decide while ops happen: function names, module addresses (any call) and
  * non-negative ordinals. Anything else — labels, globs, negative ordinals, module outputs, single
- * calls — needs final labels, so extract does a dry pass first.
+ * calls — needs final labels, so extract does a dry run first.
  */
 export interface AgentSelection {
   /** Bare words: a module address when the model has one by that name, else a function name. */

@@ -28,7 +28,8 @@ export interface OpRecord {
   stored_dtype: string | null;
   inplace: boolean;
   time_ms: number;
-  nbytes: number;
+  /** bytes that follow in data frames (0 when not saved); the log's nbytes is the tensor's own size */
+  stored_nbytes: number;
   input_path?: string;
   output_path?: string;
   address?: string;
@@ -83,7 +84,7 @@ export interface RawRun {
   moduleCalls: ModuleCallRecord[];
   outputs: OutputStructure;
   numOps: number;
-  numCalls: number;
+  torchCalls: number;
   forwardMs: number;
 }
 

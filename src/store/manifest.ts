@@ -71,7 +71,10 @@ export interface Manifest {
     wall_ms: number;
     forward_ms: number;
     first_op_ms: number | null;
-    /** 2 when --layers needed final labels (a dry pass first). */
+    /** Forwards run: 2 when --layers needed final labels (a dry run first). Absent in runs
+     * written before this name, which have only `forward_passes`. */
+    forwards?: 1 | 2;
+    /** The old name of `forwards`, written beside it for one release (CHANGELOG.md). */
     forward_passes: 1 | 2;
   };
 }
@@ -103,7 +106,7 @@ const KEY_ORDER = {
   options: ["device", "seed", "layers", "grad"],
   files: ["log", "activations"],
   counts: ["passes", "layers", "saved", "bytes", "ops_dispatched"],
-  timings: ["wall_ms", "forward_ms", "first_op_ms", "forward_passes"],
+  timings: ["wall_ms", "forward_ms", "first_op_ms", "forwards", "forward_passes"],
 } as const;
 
 const NESTED = ["agent", "model", "input", "options", "files", "counts", "timings"] as const;

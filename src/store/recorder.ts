@@ -59,7 +59,7 @@ class PassReader {
         case "model":
           this.model = header as unknown as ModelRecord;
           break;
-        case "op":
+        case "pass":
           await this.op(header as unknown as OpRecord);
           break;
         case "data":
@@ -90,10 +90,10 @@ class PassReader {
         throw new TorchlensError(
           `the agent sent bytes for pass ${op.id} during a pass that saves nothing`,
         );
-      const entry = this.npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.nbytes);
+      const entry = this.npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.stored_nbytes);
       this.entries.set(op.id, entry);
-      if (op.nbytes === 0) await this.npz.endEntry(entry);
-      else this.current = { entry, id: op.id, remaining: op.nbytes };
+      if (op.stored_nbytes === 0) await this.npz.endEntry(entry);
+      else this.current = { entry, id: op.id, remaining: op.stored_nbytes };
     }
     this.onFrame?.(this.ops.length, this.bytes);
   }
@@ -123,7 +123,7 @@ class PassReader {
       moduleCalls: this.moduleCalls,
       outputs: header.outputs as OutputStructure,
       numOps: header.num_ops as number,
-      numCalls: header.num_calls as number,
+      torchCalls: header.torch_calls as number,
       forwardMs: header.forward_ms as number,
     };
     return { raw, bytes: this.bytes, firstOpMs: this.firstOpMs };
@@ -144,7 +144,7 @@ async function readPass(
   }
 }
 
-/** Read a forward pass that saves nothing (extract's dry pass); a frame with bytes is an error. */
+/** Read a forward pass that saves nothing (extract's dry run); a frame with bytes is an error. */
 export function readDryPass(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
   return readPass(next, null, new Map(), onFrame);
 }

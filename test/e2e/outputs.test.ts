@@ -6,13 +6,14 @@
  *   ls, show, profile and graph read them, and their stdout, stderr and exit code must equal
  *   test/golden/out/NAME/*.txt byte for byte. They also prove that run directories the old code
  *   wrote are still read.
- * - A fresh extract of the same fixture must give the same log.json, manifest and npz entries, and
- *   validate the same report, up to what differs between any two runs (times, dates, paths, the
- *   Python's location), which `normalize` blanks. These cases run only under the torch that made
+ * - A fresh extract of the same fixture must give the golden run's log.json and npz entries, the
+ *   manifest and summary in test/golden/out/NAME, and validate the same report, up to what differs
+ *   between any two runs (times, dates, paths, the Python's location), which `normalize` blanks. These cases run only under the torch that made
  *   the golden runs (their manifests name it): another torch records other ops.
  *
- * TORCHLENS_GOLDEN_WRITE=1 npx jest test/e2e/outputs.test.ts rewrites the goldens from the current
- * code; do that only for a change that means to alter outputs, and say so in the commit.
+ * TORCHLENS_GOLDEN_WRITE=1 npx jest test/e2e/outputs.test.ts rewrites test/golden/out from the
+ * current code (=runs remakes the runs too); do that only for a change that means to alter outputs,
+ * and say so in the commit and in CHANGELOG.md.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -21,7 +22,10 @@ import { TORCH_VERSION } from "../helpers/torch.js";
 
 const GOLDEN = path.join(ROOT, "test/golden");
 const RUNS = path.join(GOLDEN, "runs");
-const WRITE = process.env.TORCHLENS_GOLDEN_WRITE === "1";
+const WRITE = ["1", "runs"].includes(process.env.TORCHLENS_GOLDEN_WRITE ?? "");
+/** TORCHLENS_GOLDEN_WRITE=runs also remakes the golden runs; they are otherwise kept as the
+ * earlier torchlens wrote them, so that reading them proves old runs are still read. */
+const WRITE_RUNS = process.env.TORCHLENS_GOLDEN_WRITE === "runs";
 
 /** Each golden run: the fixture, the extract flags, and the commands that read it. */
 const CASES: { name: string; model: string; flags: string[]; reads: string[][] }[] = [
@@ -156,8 +160,8 @@ describe("a fresh extract and validate give the goldens' log, manifest, arrays a
     const here = WRITE || torch === TORCH_VERSION;
     const name = `${c.name}: extract ${c.flags.filter((f) => !f.includes("/")).join(" ")}, then validate${here ? "" : ` (skipped: the goldens were made under torch ${torch}, this is ${TORCH_VERSION})`}`;
     (here ? test : test.skip)(name, async () => {
-      const run = WRITE ? path.join(RUNS, c.name) : path.join(tmp.dir, c.name);
-      if (WRITE) rmSync(run, { recursive: true, force: true });
+      const run = WRITE_RUNS ? path.join(RUNS, c.name) : path.join(tmp.dir, c.name);
+      if (WRITE_RUNS) rmSync(run, { recursive: true, force: true });
       const res = await torchlens([
         "extract",
         fixture(`${c.model}.py`),
@@ -172,13 +176,14 @@ describe("a fresh extract and validate give the goldens' log, manifest, arrays a
         path.join(out, "extract-summary.json"),
         `${JSON.stringify(normalize(JSON.parse(res.stdout)), null, 1)}\n`,
       );
-      if (!WRITE) {
+      expectSame(
+        path.join(out, "manifest.json"),
+        `${JSON.stringify(normalizedManifest(path.join(run, "manifest.json")), null, 1)}\n`,
+      );
+      if (!WRITE_RUNS) {
         const golden = path.join(RUNS, c.name);
         expect(normalize(JSON.parse(readFileSync(path.join(run, "log.json"), "utf8")))).toEqual(
           normalize(JSON.parse(readFileSync(path.join(golden, "log.json"), "utf8"))),
-        );
-        expect(normalizedManifest(path.join(run, "manifest.json"))).toEqual(
-          normalizedManifest(path.join(golden, "manifest.json")),
         );
         expect(await npzEntries(path.join(run, "activations.npz"))).toBe(
           await npzEntries(path.join(golden, "activations.npz")),

@@ -44,7 +44,9 @@ describe("extract --layers through the real agent", () => {
     async (selectors, forwardPasses, labels) => {
       const { res, run, log } = await extractWith(selectors);
       expect(res.exitCode).toBe(0);
-      expect(JSON.parse(res.stdout).forward_passes).toBe(forwardPasses);
+      const summary = JSON.parse(res.stdout);
+      expect(summary.forwards).toBe(forwardPasses);
+      expect(summary.forward_passes).toBe(forwardPasses); // the old name, kept for one release
       expect(saved(log)).toEqual(labels);
       expect(log?.num_passes).toBe(14);
       for (const p of log?.passes ?? []) expect(p.array === null).toBe(!p.saved);

@@ -25,12 +25,12 @@ while True:
     kind = frame.pop("type")
     if kind == "model":
         raw["model"] = frame
-    elif kind == "op":
+    elif kind == "pass":
         raw["ops"].append(frame)
     elif kind == "module":
         raw["moduleCalls"].append(frame)
     elif kind == "done":
-        raw.update(outputs=frame["outputs"], numOps=frame["num_ops"], numCalls=frame["num_calls"], forwardMs=0)
+        raw.update(outputs=frame["outputs"], numOps=frame["num_ops"], torchCalls=frame["torch_calls"], forwardMs=0)
     elif kind == "error":
         sys.exit(f"agent error: {frame}")
 assert agent.wait() == 0

@@ -115,7 +115,7 @@ describe("loops: which ops are passes of one layer", () => {
       stored_dtype: null,
       inplace: false,
       time_ms: 0,
-      nbytes: 0,
+      stored_nbytes: 0,
     }));
     expect(groupLayers(ops)).toEqual([0, 0]);
   });

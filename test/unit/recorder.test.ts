@@ -72,7 +72,7 @@ function manifestFor(): Manifest {
     seed: 0,
     files: { log: "log.json", activations: "activations.npz" },
     counts: { passes: 0, layers: 0, saved: 0, bytes: 0, ops_dispatched: 0 },
-    timings: { wall_ms: 0, forward_ms: 0, first_op_ms: null, forward_passes: 1 },
+    timings: { wall_ms: 0, forward_ms: 0, first_op_ms: null, forwards: 1, forward_passes: 1 },
   };
 }
 
@@ -121,7 +121,7 @@ describe("a recorded stream through the recorder", () => {
   });
 
   test("reports progress after every op and data frame, ending at every pass and byte", () => {
-    const ops = frames.filter((f) => f.header.type === "op").length;
+    const ops = frames.filter((f) => f.header.type === "pass").length;
     const data = frames.filter((f) => f.header.type === "data").length;
     expect(progress.length).toBe(ops + data);
     expect(progress.at(-1)).toEqual([
@@ -196,7 +196,7 @@ describe("a dry pass (extract --layers needing final labels) saves nothing", () 
     const unsaved = frames
       .filter((f) => f.header.type !== "data")
       .map((f) =>
-        f.header.type === "op" ? { ...f, header: { ...f.header, stored_dtype: null } } : f,
+        f.header.type === "pass" ? { ...f, header: { ...f.header, stored_dtype: null } } : f,
       );
     const dry = await readDryPass(feed(unsaved));
     expect(dry.bytes).toBe(0);

@@ -42,16 +42,16 @@ describe("readFrames on a stream recorded from the real agent", () => {
     expect(frames[0].header.protocol).toBe(PROTOCOL);
     expect(types[1]).toBe("model");
     expect(types[types.length - 1]).toBe("done");
-    expect(types).toContain("op");
+    expect(types).toContain("pass");
     expect(types).toContain("data");
     expect(types).toContain("module");
   });
 
-  test("every saved op is followed by data frames carrying exactly its nbytes", async () => {
+  test("every saved pass is followed by data frames carrying exactly its stored_nbytes", async () => {
     const frames = await parse(recorded, [recorded.length]);
     for (let i = 0; i < frames.length; i++) {
       const h = frames[i].header;
-      if (h.type !== "op" || !h.nbytes) continue;
+      if (h.type !== "pass" || !h.stored_nbytes) continue;
       let got = 0;
       let j = i + 1;
       while (j < frames.length && frames[j].header.type === "data") {
@@ -59,7 +59,7 @@ describe("readFrames on a stream recorded from the real agent", () => {
         got += frames[j].payload.reduce((s, p) => s + p.length, 0);
         j++;
       }
-      expect(got).toBe(h.nbytes);
+      expect(got).toBe(h.stored_nbytes);
     }
   });
 
@@ -110,13 +110,13 @@ describe("readFrames on bad input", () => {
     const a = Buffer.from([1, 2, 3, 4]);
     const b = Buffer.from([5, 6]);
     const bytes = Buffer.concat([
-      frame({ type: "op", id: 7, nbytes: 6 }),
+      frame({ type: "pass", id: 7, stored_nbytes: 6 }),
       frame({ type: "data", id: 7, nbytes: 4 }, a),
       frame({ type: "data", id: 7, nbytes: 2 }, b),
     ]);
     const frames = await parse(bytes, [5]);
-    expect(frames.map((f) => f.header.type)).toEqual(["op", "data", "data"]);
-    expect(frames[0].payload).toEqual([]); // op records never carry a payload, whatever their nbytes says
+    expect(frames.map((f) => f.header.type)).toEqual(["pass", "data", "data"]);
+    expect(frames[0].payload).toEqual([]); // pass records never carry a payload, whatever their stored_nbytes says
     expect(Buffer.concat([...frames[1].payload, ...frames[2].payload])).toEqual(
       Buffer.concat([a, b]),
     );
@@ -173,7 +173,7 @@ test("encodeFrame writes a little-endian length and a msgpack map the agent can 
 test("sizes past 4 GiB (msgpack uint64) decode as plain numbers, not BigInts", async () => {
   const packr = new Packr({ useRecords: false });
   const body = Buffer.concat([
-    packr.pack({ type: "op", id: 1 }).subarray(0, 0),
+    packr.pack({ type: "pass", id: 1 }).subarray(0, 0),
     Buffer.from([
       0x82, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa2, 0x6f, 0x70, 0xa6, 0x6e, 0x62, 0x79, 0x74, 0x65,
       0x73, 0xcf, 0, 0, 0, 1, 0x20, 0, 0, 0,

@@ -42,7 +42,7 @@ class CaptureSession:
         self.next_id = 1
         self.next_call = 1
         self.num_ops = 0  # tensor-returning calls dispatched (recorded or folded into inner ops)
-        self.num_calls = 0
+        self.torch_calls = 0
         self.module_stack: List[Tuple[str, int]] = []
         self._modules_now: Optional[List[List[Any]]] = None  # module_stack as records carry it, until it changes
         self.module_calls: Dict[str, int] = {}
@@ -97,7 +97,7 @@ class CaptureSession:
             arr, note = tensor_bytes(t)
             nbytes = arr.nbytes
             record["stored_dtype"] = arr.dtype.str
-            record["nbytes"] = nbytes
+            record["stored_nbytes"] = nbytes
             if note:
                 record["note"] = f"{record['note']}; {note}" if "note" in record else note
             self.wire.send(record)
@@ -107,7 +107,7 @@ class CaptureSession:
                                     owned=nbytes > INLINE_BYTES and is_own_copy(arr, t))
         else:
             record["stored_dtype"] = None
-            record["nbytes"] = 0
+            record["stored_nbytes"] = 0
             self.wire.send(record)
 
     # records --------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class CaptureSession:
 
     def _source(self, t: Tensor, kind: str, func: str, **extra: Any) -> int:
         pid = self._new_pass(t)
-        record = {"type": "op", "id": pid, "kind": kind, "func": func, "name": func, "qualname": None,
+        record = {"type": "pass", "id": pid, "kind": kind, "func": func, "name": func, "qualname": None,
                   "call": None, "out_index": None, "parents": [], "args": {}, "params": [],
                   "modules": self.modules_now(), "inplace": False,
                   "time_ms": 0.0}
@@ -179,7 +179,7 @@ class CaptureSession:
     def on_call(self, func: str, qualname: str, args: tuple, kwargs: Dict[str, Any], out: Any,
                 first_new_id: int, elapsed: float) -> None:
         """Record a finished call: one pass per tensor output that no inner call produced."""
-        self.num_calls += 1
+        self.torch_calls += 1
         if out is None and func in INPLACE_DUNDERS and args and isinstance(args[0], Tensor):
             out = args[0]  # __setitem__ returns None; the mutated tensor is what it produced
         if isinstance(out, Tensor):
@@ -232,7 +232,7 @@ class CaptureSession:
             fused = FUSED_NOTES.get(func)
             for path, t in fresh:
                 pid = self._new_pass(t)
-                record = {"type": "op", "id": pid, "kind": kind, "func": func,
+                record = {"type": "pass", "id": pid, "kind": kind, "func": func,
                           "name": name, "qualname": qualname, "call": call,
                           "out_index": path if multi else None, "parents": parents,
                           "args": summary, "params": params, "modules": modules,
@@ -252,7 +252,7 @@ class CaptureSession:
         if before is None or id(base) in self.param_address:
             return
         pid = self._new_pass(base)
-        self.emit(base, {"type": "op", "id": pid, "kind": "op", "func": VIEW_WRITE, "name": VIEW_WRITE,
+        self.emit(base, {"type": "pass", "id": pid, "kind": "op", "func": VIEW_WRITE, "name": VIEW_WRITE,
                           "qualname": None, "call": None, "out_index": None,
                           "parents": [[before, "0"], [by, "1"]], "args": {}, "params": [],
                           "modules": modules, "inplace": True, "time_ms": 0.0,

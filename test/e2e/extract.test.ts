@@ -1,21 +1,16 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { RunLog } from "../../src/log/types.js";
-import { fixture, fixtureInput, python, tempDir, torchlens } from "../helpers/cli.js";
+import {
+  FIXTURES,
+  fixture,
+  fixtureInput,
+  PASS_FIELDS,
+  python,
+  tempDir,
+  torchlens,
+} from "../helpers/cli.js";
 
-const FIXTURES = [
-  "cnn",
-  "branching_mlp",
-  "dynamic_loop",
-  "noisy",
-  "multi_io",
-  "transformer",
-  "shared_branches",
-  "lstm_gru",
-  "two_loops",
-  "nested_loops",
-  "lookalike",
-];
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 /** This torch has F.scaled_dot_product_attention (torch 2), which nn.MultiheadAttention uses. */
@@ -97,35 +92,7 @@ describe.each(FIXTURES)("extract %s through the real CLI and agent", (name) => {
 
   test("every pass carries the fields log.json promises", () => {
     const { log } = readRun(run);
-    const fields = [
-      "label",
-      "layer",
-      "pass",
-      "num_passes",
-      "func",
-      "module",
-      "modules",
-      "parents",
-      "children",
-      "shape",
-      "dtype",
-      "device",
-      "saved",
-      "array",
-      "is_input",
-      "is_output",
-      "is_buffer",
-      "is_param",
-      "params",
-      "num_params",
-      "is_internal_source",
-      "is_inplace",
-      "nbytes",
-      "time_ms",
-      "distance_from_input",
-      "distance_to_output",
-    ];
-    for (const p of log.passes) for (const f of fields) expect(p).toHaveProperty(f);
+    for (const p of log.passes) for (const f of PASS_FIELDS) expect(p).toHaveProperty(f);
     expect(log.inputs.length).toBeGreaterThan(0);
     expect(log.outputs.length).toBeGreaterThan(0);
   });

@@ -9,7 +9,7 @@ import path from "node:path";
 import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
 import formats from "ajv-formats";
 import { LOG_SCHEMA } from "../../src/log/types.js";
-import { fixture, ROOT, tempDir, torchlens } from "../helpers/cli.js";
+import { fixture, PASS_FIELDS, ROOT, tempDir, torchlens } from "../helpers/cli.js";
 import { fixtureRunsHere } from "../helpers/torch.js";
 
 // ajv-formats is CommonJS: its default export arrives as module.exports or as `.default`
@@ -131,35 +131,7 @@ describe("the schemas name the version this torchlens writes", () => {
   });
 
   test("every pass field DESIGN.md promises is required", () => {
-    const promised = [
-      "label",
-      "layer",
-      "pass",
-      "num_passes",
-      "func",
-      "module",
-      "modules",
-      "parents",
-      "children",
-      "shape",
-      "dtype",
-      "device",
-      "saved",
-      "array",
-      "is_input",
-      "is_output",
-      "is_buffer",
-      "is_param",
-      "params",
-      "num_params",
-      "is_internal_source",
-      "is_inplace",
-      "nbytes",
-      "time_ms",
-      "distance_from_input",
-      "distance_to_output",
-    ];
-    expect(logSchema.$defs.pass.required).toEqual(expect.arrayContaining(promised));
+    expect(logSchema.$defs.pass.required).toEqual(expect.arrayContaining(PASS_FIELDS));
   });
 
   test("every field is described", () => {

@@ -3,21 +3,8 @@ import { copyFileSync, cpSync, readFileSync, statSync, truncateSync, writeFileSy
 import path from "node:path";
 import type { RunLog } from "../../src/log/types.js";
 import type { ValidationReport } from "../../src/validate/report.js";
-import { fixture, fixtureInput, python, tempDir, torchlens } from "../helpers/cli.js";
+import { FIXTURES, fixture, fixtureInput, python, tempDir, torchlens } from "../helpers/cli.js";
 
-const FIXTURES = [
-  "cnn",
-  "branching_mlp",
-  "dynamic_loop",
-  "noisy",
-  "multi_io",
-  "transformer",
-  "shared_branches",
-  "lstm_gru",
-  "two_loops",
-  "nested_loops",
-  "lookalike",
-];
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 

@@ -54,3 +54,49 @@ export function tempDir(prefix = "torchlens-test-"): { dir: string; cleanup: () 
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** The fixtures every extract and validate test runs: one per mechanism (loops, branches,
+ * in-place, noise, several inputs and outputs, shared modules, recurrent cells). */
+export const FIXTURES = [
+  "cnn",
+  "branching_mlp",
+  "dynamic_loop",
+  "noisy",
+  "multi_io",
+  "transformer",
+  "shared_branches",
+  "lstm_gru",
+  "two_loops",
+  "nested_loops",
+  "lookalike",
+];
+
+/** The fields every pass in log.json carries (docs/run-directory.md, DESIGN.md). */
+export const PASS_FIELDS = [
+  "label",
+  "layer",
+  "pass",
+  "num_passes",
+  "func",
+  "module",
+  "modules",
+  "parents",
+  "children",
+  "shape",
+  "dtype",
+  "device",
+  "saved",
+  "array",
+  "is_input",
+  "is_output",
+  "is_buffer",
+  "is_param",
+  "params",
+  "num_params",
+  "is_internal_source",
+  "is_inplace",
+  "nbytes",
+  "time_ms",
+  "distance_from_input",
+  "distance_to_output",
+];

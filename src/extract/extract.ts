@@ -15,7 +15,7 @@ import { type AgentSelection, planSelection, selectPasses, splitSelectors } from
 import type { RawRun, RunLog } from "../log/types.js";
 import { ACTIVATIONS, LOG, sha256File } from "../store/files.js";
 import type { Manifest } from "../store/manifest.js";
-import { type NextFrame, type Recorded, Recorder, readDryPass } from "../store/recorder.js";
+import { type NextFrame, type Recorded, Recorder, readDryRun } from "../store/recorder.js";
 import { formatBytes } from "../ui/format.js";
 import { Progress } from "../ui/progress.js";
 import { TOOL_VERSION } from "../version.js";
@@ -67,7 +67,7 @@ type Save = "all" | "none" | AgentSelection | { ids: number[] };
 type Streamed = Recorded & { hello: Hello };
 
 /**
- * What the saving pass saves: everything; or what the selectors pick, decided by the agent as it
+ * What the saving forward saves: everything; or what the selectors pick, decided by the agent as it
  * runs where the selectors allow (docs/wire.md), else from the final labels of a dry run first.
  */
 async function chooseSave(
@@ -234,7 +234,7 @@ export async function extract(
           return { ...(await read(() => agent.next())), hello: agent.hello };
         });
       const { save, dry } = await chooseSave(selectors, async () => {
-        return (await forward("none", (next) => readDryPass(next, onFrame))).raw;
+        return (await forward("none", (next) => readDryRun(next, onFrame))).raw;
       });
       const streamed = await forward(save, (next) => recorder.record(next, onFrame));
       if (dry) checkSameRun(dry, streamed.raw);

@@ -37,7 +37,7 @@ export type NextFrame = () => Promise<Frame>;
 export type OnFrame = (passes: number, bytes: number) => void;
 
 /** One forward pass's frames, read until `done`; the bytes of saved passes go to `npz`. */
-class PassReader {
+class ForwardReader {
   private model: ModelRecord | null = null;
   private readonly ops: OpRecord[] = [];
   private readonly moduleCalls: ModuleCallRecord[] = [];
@@ -46,7 +46,7 @@ class PassReader {
   private firstOpMs: number | null = null;
 
   constructor(
-    /** null for a pass that saves nothing: bytes sent then are an error. */
+    /** null for a forward that saves nothing: bytes sent then are an error. */
     private readonly npz: NpzWriter | null,
     private readonly entries: Map<number, NpzEntry>,
     private readonly onFrame?: OnFrame,
@@ -60,7 +60,7 @@ class PassReader {
           this.model = header as unknown as ModelRecord;
           break;
         case "pass":
-          await this.op(header as unknown as OpRecord);
+          await this.pass(header as unknown as OpRecord);
           break;
         case "data":
           await this.data(header.id, payload);
@@ -77,7 +77,7 @@ class PassReader {
     }
   }
 
-  private async op(op: OpRecord): Promise<void> {
+  private async pass(op: OpRecord): Promise<void> {
     if (this.current)
       throw new TorchlensError(
         `the agent sent pass ${op.id} before finishing the bytes of pass ${this.current.id}`,
@@ -88,7 +88,7 @@ class PassReader {
     if (op.stored_dtype !== null) {
       if (!this.npz)
         throw new TorchlensError(
-          `the agent sent bytes for pass ${op.id} during a pass that saves nothing`,
+          `the agent sent bytes for pass ${op.id} during a forward that saves nothing`,
         );
       const entry = this.npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.stored_nbytes);
       this.entries.set(op.id, entry);
@@ -130,23 +130,23 @@ class PassReader {
   }
 }
 
-async function readPass(
+async function readForward(
   next: NextFrame,
   npz: NpzWriter | null,
   entries: Map<number, NpzEntry>,
   onFrame?: OnFrame,
 ): Promise<Recorded> {
   try {
-    return await new PassReader(npz, entries, onFrame).read(next);
+    return await new ForwardReader(npz, entries, onFrame).read(next);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
     throw err;
   }
 }
 
-/** Read a forward pass that saves nothing (extract's dry run); a frame with bytes is an error. */
-export function readDryPass(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
-  return readPass(next, null, new Map(), onFrame);
+/** Read a forward that saves nothing (extract's dry run); a frame with bytes is an error. */
+export function readDryRun(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
+  return readForward(next, null, new Map(), onFrame);
 }
 
 export class Recorder {
@@ -184,9 +184,9 @@ export class Recorder {
     return this.run.file(name);
   }
 
-  /** Read the saving forward pass until `done`, writing each saved pass's bytes as they arrive. */
+  /** Read the saving forward until `done`, writing each saved pass's bytes as they arrive. */
   record(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
-    return readPass(next, this.npz, this.entries, onFrame);
+    return readForward(next, this.npz, this.entries, onFrame);
   }
 
   /** How many passes' arrays were written. */

@@ -78,7 +78,7 @@ const CASES: { name: string; model: string; flags: string[]; reads: string[][] }
     reads: [["ls"], ["ls", "--modules"], ["profile", "--by", "layer"], ["graph", "-o", "-"]],
   },
   {
-    // a selection that needs final labels: a dry pass, then the saving pass
+    // a selection that needs final labels: a dry run, then the saving forward
     name: "two_loops_selected",
     model: "two_loops",
     flags: ["--input", fixture("two_loops_input.pt"), "--layers", "relu_1_2:2,-1"],

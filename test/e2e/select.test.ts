@@ -1,4 +1,4 @@
-/** extract --layers through the real agent: the selectors the agent decides and those that need a dry pass. */
+/** extract --layers through the real agent: the selectors the agent decides and those that need a dry run. */
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { RunLog } from "../../src/log/types.js";

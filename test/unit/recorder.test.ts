@@ -13,7 +13,7 @@ import { LOG_SCHEMA } from "../../src/log/types.js";
 import type { Manifest } from "../../src/store/manifest.js";
 import { NpzReader } from "../../src/store/npzRead.js";
 import { readRun } from "../../src/store/readRun.js";
-import { type NextFrame, Recorder, readDryPass } from "../../src/store/recorder.js";
+import { type NextFrame, Recorder, readDryRun } from "../../src/store/recorder.js";
 import { verifyArrays } from "../../src/store/verify.js";
 import { tempDir } from "../helpers/cli.js";
 
@@ -187,8 +187,8 @@ describe("the recorder refuses a stream that breaks the protocol, and leaves not
   });
 });
 
-describe("a dry pass (extract --layers needing final labels) saves nothing", () => {
-  test("a stream without bytes gives the saving pass's raw run, and the same labels", async () => {
+describe("a dry run (extract --layers needing final labels) saves nothing", () => {
+  test("a stream without bytes gives the saving forward's raw run, and the same labels", async () => {
     const frames = await streamFrames();
     const recorder = await Recorder.create(path.join(tmp.dir, "saving"), false);
     const saving = await recorder.record(feed(frames));
@@ -198,7 +198,7 @@ describe("a dry pass (extract --layers needing final labels) saves nothing", () 
       .map((f) =>
         f.header.type === "pass" ? { ...f, header: { ...f.header, stored_dtype: null } } : f,
       );
-    const dry = await readDryPass(feed(unsaved));
+    const dry = await readDryRun(feed(unsaved));
     expect(dry.bytes).toBe(0);
     expect(dry.raw.ops).toEqual(saving.raw.ops.map((op) => ({ ...op, stored_dtype: null })));
     const dryLog = buildLog(dry.raw, () => false);
@@ -208,9 +208,9 @@ describe("a dry pass (extract --layers needing final labels) saves nothing", () 
     );
   });
 
-  test("bytes sent during a dry pass are an error", async () => {
-    await expect(readDryPass(feed(await streamFrames()))).rejects.toThrow(
-      /sent bytes for pass 1 during a pass that saves nothing/,
+  test("bytes sent during a dry run are an error", async () => {
+    await expect(readDryRun(feed(await streamFrames()))).rejects.toThrow(
+      /sent bytes for pass 1 during a forward that saves nothing/,
     );
   });
 });

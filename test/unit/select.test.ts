@@ -71,7 +71,7 @@ describe("selectors on a recorded log", () => {
     expect(() => splitSelectors(" , ")).toThrow(/no selectors/);
   });
 
-  test("planSelection: names, dotted addresses and non-negative ordinals are decided by the agent; labels, globs, -1, @out need a dry pass", () => {
+  test("planSelection: names, dotted addresses and non-negative ordinals are decided by the agent; labels, globs, -1, @out need a dry run", () => {
     expect(planSelection(["linear", "encoder.layers.0", "3"])).toEqual({
       agent: { words: ["linear"], modules: ["encoder.layers.0"], ordinals: [3] },
     });

@@ -39,6 +39,10 @@ def main() -> int:
                 from .extract import extract
 
                 return extract(wire, request)
+            if request.get("type") == "dataset":
+                from .dataset.run import dataset
+
+                return dataset(wire, request)
             if request.get("type") == "validate":
                 from .validate import validate
 

@@ -6,6 +6,7 @@ import { Command } from "commander";
 import { EXIT } from "../errors.js";
 import { guardStdout } from "../ui/table.js";
 import { TOOL_VERSION } from "../version.js";
+import { register as registerDataset } from "./dataset.js";
 import { register as registerExtract } from "./extract.js";
 import { register as registerGraph } from "./graph.js";
 import { register as registerLs } from "./ls.js";
@@ -23,13 +24,16 @@ export function program(): Command {
     .addHelpText("after", EXIT_HELP)
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
-    .exitOverride();
+    .exitOverride()
+    // a subcommand's options are its own (`dataset status DIR --json`, not dataset's --json)
+    .enablePositionalOptions();
   registerExtract(cli);
   registerValidate(cli);
   registerLs(cli);
   registerShow(cli);
   registerProfile(cli);
   registerGraph(cli);
+  registerDataset(cli);
   return cli;
 }
 

@@ -1,0 +1,254 @@
+/**
+ * Making a dataset directory, once, before any shard writes a row: the probe forward (the first
+ * batch through `extract`, whose log labels the passes), the graph every batch must match, each
+ * selected pass's .npy at its full size, index.json and the manifest. All of it is made in a
+ * sibling directory and renamed into place whole, so a dataset either is prepared or is not there;
+ * when several shards prepare at once, the first rename wins and the others use its index.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { TorchlensError, usageError } from "../errors.js";
+import { extract } from "../extract/extract.js";
+import { NUMPY_AS_TORCH, numpyItemSize } from "../log/dtypes.js";
+import type { Pass, RunLog } from "../log/types.js";
+import { fsError, LOG, readJson } from "../store/files.js";
+import { npyHeader } from "../store/npz.js";
+import { TOOL_VERSION } from "../version.js";
+import type { DatasetAgent } from "./conversation.js";
+import {
+  DATASET_FORMAT,
+  type DatasetIdentity,
+  type DatasetIndex,
+  type DatasetLayer,
+  type DatasetManifest,
+  INDEX,
+  LAYERS_DIR,
+  layerFile,
+  MANIFEST,
+  PROGRESS_DIR,
+  readIndex,
+  STIMULI,
+  writeJsonAtomic,
+} from "./layout.js";
+import type { DatasetOptions } from "./options.js";
+import { batchCount } from "./shards.js";
+
+const CAST: Record<string, string> = { float16: "<f2", float32: "<f4", float64: "<f8" };
+
+/** The output is free for a new dataset, or holds one already (then its index is read instead). */
+export async function checkOutput(out: string): Promise<void> {
+  const entries = await fs.readdir(out).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [] as string[];
+    if (err.code === "ENOTDIR")
+      throw usageError(
+        `${out} exists and is not a directory`,
+        "choose another output path with -o",
+      );
+    throw fsError(err, `reading ${out}`);
+  });
+  if (entries.length > 0)
+    throw usageError(
+      `${out} is a non-empty directory that is not a torchlens dataset (it has no ${INDEX})`,
+      "choose another output path with -o; a dataset is made in a new or empty directory",
+    );
+}
+
+/** A fresh directory beside `out` (the same file system, so the rename is atomic). */
+export async function makeStaging(out: string): Promise<string> {
+  const parent = path.dirname(out);
+  await fs.mkdir(parent, { recursive: true }).catch((err) => {
+    throw fsError(err, `creating ${parent}`);
+  });
+  const staging = path.join(
+    parent,
+    `.${path.basename(out)}.preparing-${randomBytes(4).toString("hex")}`,
+  );
+  await fs.mkdir(staging).catch((err) => {
+    throw fsError(err, `creating ${staging}`);
+  });
+  return staging;
+}
+
+/** The rows of one selected pass of the probe, as --pool, --flatten and --dtype shape them. */
+export function layerOf(
+  p: Pass,
+  probeRows: number,
+  opts: DatasetOptions,
+  rows: number,
+): DatasetLayer {
+  if (p.shape.length === 0 || p.shape[0] !== probeRows)
+    throw usageError(
+      `--layers selects ${p.label}, whose shape (${p.shape.join(", ")}) has no batch dimension: the first batch of ${probeRows} stimuli gave it`,
+      "select passes whose first dimension is the batch (the output of a layer; not a model constant, nor a pass after a flatten of the whole batch)",
+    );
+  const passShape = p.shape.slice(1);
+  let row = opts.pool === "mean" && passShape.length > 1 ? passShape.slice(0, 1) : passShape;
+  if (opts.flatten) row = [row.reduce((a, b) => a * b, 1)];
+  let descr = p.stored_dtype ?? "<f4";
+  if (opts.dtype) descr = CAST[opts.dtype];
+  else if (opts.pool === "mean" && passShape.length > 1 && !/^[<>|=]?[fc]/.test(descr))
+    descr = "<f8";
+  return {
+    label: p.label,
+    file: layerFile(p.label),
+    id: p.id,
+    shape: [rows, ...row],
+    dtype: NUMPY_AS_TORCH[descr] ?? descr,
+    descr,
+    pass_shape: passShape,
+    pass_dtype: p.dtype,
+    pool: opts.pool === "mean" && passShape.length > 1 ? "mean" : null,
+    flatten: opts.flatten,
+    module: p.module,
+    func: p.func,
+  };
+}
+
+/** A .npy of the layer's full shape: its header, then zeros the file system need not store. */
+async function allocate(dir: string, layer: DatasetLayer): Promise<void> {
+  const header = npyHeader(layer.descr, layer.shape);
+  const size =
+    header.length + layer.shape.reduce((a, b) => a * b, 1) * (numpyItemSize(layer.descr) ?? 0);
+  const file = path.join(dir, layer.file);
+  try {
+    const handle = await fs.open(file, "wx");
+    try {
+      await handle.write(header, 0, header.length, 0);
+      await handle.truncate(size);
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    throw fsError(err, `creating ${file}`);
+  }
+}
+
+/** The probe's graph and extract's log must be the same forward, pass for pass. */
+function checkProbe(graph: DatasetIndex["graph"], log: RunLog): void {
+  const funcs = [...log.passes].sort((a, b) => a.id - b.id).map((p) => p.func);
+  const same = funcs.length === graph.length && funcs.every((f, i) => f === graph[i][0]);
+  if (!same)
+    throw new TorchlensError(
+      `the first batch's forward made ${graph.length} passes in the dataset agent and ${funcs.length} under extract`,
+      {
+        hint: "the model's forward is not deterministic for one input (data-dependent randomness?); fix its seed, or report it if it is",
+      },
+    );
+}
+
+export interface Prepared {
+  index: DatasetIndex;
+  /** False when another task prepared the output first (this one's work was dropped). */
+  ours: boolean;
+}
+
+/** Prepare the dataset in `staging` and rename it to `out`. */
+export async function prepare(
+  agent: DatasetAgent,
+  staging: string,
+  opts: DatasetOptions,
+  identity: DatasetIdentity,
+  modelFile: string,
+  argv: string[],
+): Promise<Prepared> {
+  const n = agent.stimuli.n;
+  const probeRows = Math.min(opts.batchSize, n);
+  const probeTmp = await fs.mkdtemp(path.join(os.tmpdir(), "torchlens-probe-"));
+  try {
+    const probeInput = path.join(probeTmp, "input.pt");
+    await agent.writeInputs([{ start: 0, stop: probeRows, path: probeInput }]);
+    const graph = await agent.probeGraph(probeRows);
+    const probeRun = path.join(probeTmp, "run");
+    await extract(
+      {
+        modelFile,
+        model: opts.model,
+        device: opts.device,
+        seed: opts.seed,
+        python: opts.python,
+        grad: opts.grad,
+        allowPickle: false,
+        input: probeInput,
+        inputDtype: "float32",
+        out: probeRun,
+        force: false,
+        layers: opts.layers,
+      },
+      argv,
+    );
+    const log = (await readJson(probeRun, LOG)) as RunLog;
+    checkProbe(graph, log);
+    const layers = log.passes.filter((p) => p.saved).map((p) => layerOf(p, probeRows, opts, n));
+    await fs.mkdir(path.join(staging, LAYERS_DIR));
+    await fs.mkdir(path.join(staging, PROGRESS_DIR));
+    for (const layer of layers) await allocate(staging, layer);
+    const created = new Date().toISOString();
+    const tool = { name: "torchlens" as const, version: TOOL_VERSION };
+    const index: DatasetIndex = {
+      format: DATASET_FORMAT,
+      tool,
+      created,
+      key: identityKey(identity),
+      identity,
+      model: {
+        file: modelFile,
+        sha256: identity.model.sha256,
+        name: opts.model ?? null,
+        class: log.model.class,
+      },
+      stimuli: {
+        path: opts.stimuli ? path.resolve(opts.stimuli) : null,
+        kind: agent.stimuli.kind,
+        count: n,
+        fingerprint: agent.stimuli.fingerprint,
+        describe: agent.stimuli.describe,
+        ids: STIMULI,
+      },
+      options: identity.options,
+      batches: { size: opts.batchSize, count: batchCount(n, opts.batchSize) },
+      layers,
+      graph,
+      log,
+    };
+    const manifest: DatasetManifest = {
+      format: DATASET_FORMAT,
+      tool,
+      status: "incomplete",
+      key: index.key,
+      created,
+      updated: created,
+      batches: { count: index.batches.count, done: 0 },
+      bad: [],
+    };
+    await writeJsonAtomic(path.join(staging, INDEX), index);
+    await writeJsonAtomic(path.join(staging, MANIFEST), manifest);
+    return await commit(staging, opts.out, index);
+  } catch (err) {
+    await fs.rm(staging, { recursive: true, force: true });
+    throw err;
+  } finally {
+    await fs.rm(probeTmp, { recursive: true, force: true });
+  }
+}
+
+async function commit(staging: string, out: string, index: DatasetIndex): Promise<Prepared> {
+  try {
+    await fs.rename(staging, out);
+    return { index, ours: true };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOTEMPTY" && code !== "EEXIST")
+      throw fsError(err, `renaming ${staging} to ${out}`);
+  }
+  // another task prepared it first: use theirs (identity is checked by the caller)
+  await fs.rm(staging, { recursive: true, force: true });
+  const theirs = await readIndex(out);
+  if (!theirs) await checkOutput(out);
+  return { index: theirs as DatasetIndex, ours: false };
+}
+
+export function identityKey(identity: DatasetIdentity): string {
+  return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
+}

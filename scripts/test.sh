@@ -21,8 +21,9 @@ export TORCHLENS_PYTHON="$PY"
 # covers, 80 s), select and python (selection and Python discovery do not depend on torch),
 # graph-browser (Chromium), and the files that never start Python (log, table, wire, npz,
 # npzRead, arrayStats). zoo.test.ts skips its torchvision/torchaudio models by itself (the
-# torch 2 environment has neither) and runs the tricky fixtures; torch2.test.ts runs only there.
-TORCH2_JEST=(extract validate commands reliability schema faithful zoo torch2)
+# torch 2 environment has neither) and runs the tricky fixtures; torch2.test.ts runs only there;
+# dataset.test.ts runs its array and stimuli() cases (its image cases need Pillow, absent there).
+TORCH2_JEST=(extract validate commands reliability schema faithful zoo torch2 dataset)
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -5,25 +5,28 @@
  */
 import { EXIT } from "../errors.js";
 
-const cleanups = new Set<() => void>();
+/** A cleanup may say what it did ("removed the unfinished run"), for the one line printed. */
+type Cleanup = () => string | undefined;
+
+const cleanups = new Set<Cleanup>();
 let installed = false;
 
 function handle(signal: "SIGINT" | "SIGTERM"): void {
+  const done = new Set<string>(["stopped the agent"]);
   for (const fn of cleanups) {
     try {
-      fn();
+      const what = fn();
+      if (what) done.add(what);
     } catch {
       // keep cleaning up
     }
   }
-  process.stderr.write(
-    `\ninterrupted (${signal}): stopped the agent and removed the unfinished run\n`,
-  );
+  process.stderr.write(`\ninterrupted (${signal}): ${[...done].join(", ")}\n`);
   process.exit(signal === "SIGINT" ? EXIT.sigint : EXIT.sigterm);
 }
 
 /** Register a cleanup for the duration of a command; returns its unregister function. */
-export function onInterrupt(fn: () => void): () => void {
+export function onInterrupt(fn: Cleanup): () => void {
   if (!installed) {
     process.on("SIGINT", () => handle("SIGINT"));
     process.on("SIGTERM", () => handle("SIGTERM"));

@@ -13,8 +13,9 @@ export interface SessionOptions {
   /** `--python`, else TORCHLENS_PYTHON, else a search (python.ts). */
   python?: string;
   progress: Progress;
-  /** Also run on Ctrl-C and SIGTERM, after the agent is killed; synchronous (e.g. remove an unfinished run). */
-  onInterrupt?: () => void;
+  /** Also run on Ctrl-C and SIGTERM, after the agent is killed; synchronous (e.g. remove an
+   * unfinished run); returns what it did, for the line printed. */
+  onInterrupt?: () => string | undefined;
 }
 
 export class AgentSession {
@@ -31,7 +32,7 @@ export class AgentSession {
     const unregister = onInterrupt(() => {
       session.agent?.kill();
       opts.progress.stop();
-      opts.onInterrupt?.();
+      return opts.onInterrupt?.();
     });
     try {
       return await body(session);

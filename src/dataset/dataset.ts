@@ -4,6 +4,7 @@
  * there is this same dataset → run this task's batches not yet done, recording each as its rows
  * become durable → mark the manifest complete when every batch is → --check.
  */
+import { existsSync, rmSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -168,12 +169,14 @@ export async function runDataset(
   let record: ShardProgress | null = null;
   let recordFile = "";
   const onInterrupt = () => {
-    if (staging) void fs.rm(staging, { recursive: true, force: true });
-    if (record && record.state === "running") {
-      record.state = "interrupted";
-      record.updated = new Date().toISOString();
-      writeJsonAtomicSync(recordFile, record);
-    }
+    const preparing = staging !== null && existsSync(staging);
+    if (preparing) rmSync(staging, { recursive: true, force: true });
+    if (record?.state !== "running")
+      return preparing ? "removed the unfinished preparation" : undefined;
+    record.state = "interrupted";
+    record.updated = new Date().toISOString();
+    writeJsonAtomicSync(recordFile, record);
+    return `recorded shard ${shard.k}/${shard.n} as interrupted after ${record.done.length} batches (the same command resumes it)`;
   };
   return AgentSession.open({ python: opts.python, progress, onInterrupt }, (session) =>
     session.withAgent(async (raw) => {

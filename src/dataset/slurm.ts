@@ -117,17 +117,36 @@ export async function submit(
   return submission;
 }
 
-/** Array tasks of `job` still in the queue, as "job_task" → state; null when squeue is not there. */
+/** States of a job that has not ended; squeue also lists ended ones for a while (MinJobAge). */
+const LIVE = new Set([
+  "PENDING",
+  "CONFIGURING",
+  "RUNNING",
+  "COMPLETING",
+  "SUSPENDED",
+  "REQUEUED",
+  "RESIZING",
+]);
+
+/**
+ * Array tasks of `job` that have not ended, as "job_task" → state (PENDING, RUNNING, …); null
+ * when squeue cannot be asked.
+ */
 export async function queued(job: string): Promise<Map<string, string> | null> {
   try {
-    const { stdout } = await execa("squeue", ["-h", "-r", "-o", "%i %T", "-j", job], {
-      stdin: "ignore",
-      reject: false,
-    });
+    const { stdout, stderr, exitCode } = await execa(
+      "squeue",
+      ["-h", "-r", "-o", "%i %T", `--jobs=${job}`],
+      {
+        stdin: "ignore",
+        reject: false,
+      },
+    );
+    if (exitCode !== 0) return /invalid job id/i.test(stderr) ? new Map() : null; // an id it forgot: ended
     const states = new Map<string, string>();
     for (const line of stdout.split("\n")) {
       const [id, state] = line.trim().split(/\s+/);
-      if (id && state) states.set(id, state);
+      if (id && state && LIVE.has(state)) states.set(id, state);
     }
     return states;
   } catch {

@@ -219,7 +219,10 @@ export async function extract(
   const selectors = opts.layers?.length ? splitSelectors(opts.layers) : null;
   const recorder = await Recorder.create(opts.out, opts.force);
   const progress = new Progress();
-  const onInterrupt = () => recorder.discardNow();
+  const onInterrupt = () => {
+    recorder.discardNow();
+    return "removed the unfinished run";
+  };
   return AgentSession.open({ python: opts.python, progress, onInterrupt }, async (session) => {
     try {
       const input = await inputSpec(opts, (name) => recorder.file(name));

@@ -37,10 +37,10 @@ class RowFile:
     def __init__(self, path: str, row_shape: List[int], descr: str):
         self.path = path
         self.row_shape = tuple(row_shape)
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001 - numpy's own reader
-            self.offset = f.tell()
+        mapped = np.load(path, mmap_mode="r")  # numpy's own header reader; mapping reads nothing
+        shape, dtype, fortran = mapped.shape, mapped.dtype, bool(mapped.flags.f_contiguous and mapped.ndim > 1)
+        self.offset = int(mapped.offset)
+        del mapped
         if fortran or tuple(shape[1:]) != self.row_shape or dtype.str != descr:
             raise UserError("dataset", f"{path} holds {dtype.str} rows of {tuple(shape[1:])}, not {descr} rows of "
                             f"{self.row_shape}", "the output was changed by something else; make it again in a new -o")

@@ -1,0 +1,126 @@
+"""The agent's side of `torchlens dataset`: a pass's tensor → rows, rows written in place, the graph
+check, and the whole conversation with a real agent process (on `--device`)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from agent_testlib import start_agent
+from torchlens_agent.dataset.rows import RowFile, to_rows
+from torchlens_agent.dataset.session import first_difference
+from torchlens_agent.errors import UserError
+
+MODEL = '''
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        if x.mean() > 5:  # only a stimulus far brighter than the others takes this branch
+            y = y * 2
+        return self.fc(y.mean(dim=(2, 3)))
+
+def build_model():
+    torch.manual_seed(0)
+    return Net().eval()
+'''
+
+
+def test_rows_pool_the_space_of_a_map_flatten_and_cast_to_the_file_dtype():
+    t = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    pooled = to_rows(t, {"pool": "mean", "flatten": False, "descr": "<f2"})
+    assert pooled.dtype == np.float16 and pooled.shape == (2, 3)
+    np.testing.assert_allclose(pooled, t.mean(dim=(2, 3)).numpy(), rtol=1e-3)
+    flat = to_rows(t, {"pool": None, "flatten": True, "descr": "<f4"})
+    assert flat.shape == (2, 12) and flat.flags.c_contiguous
+    ints = to_rows(torch.ones(2, 3, 2, 2, dtype=torch.int64), {"pool": "mean", "flatten": False, "descr": "<f8"})
+    assert ints.dtype == np.float64 and (ints == 1).all()
+
+
+def test_row_file_writes_rows_at_their_offsets_and_refuses_other_shapes(tmp_path):
+    path = str(tmp_path / "l.npy")
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(10, 3)).flush()
+    f = RowFile(path, [3], "<f4")
+    f.write(4, np.full((2, 3), 7, dtype=np.float32))
+    f.sync()
+    f.close()
+    a = np.load(path)
+    assert (a[4:6] == 7).all() and (a[:4] == 0).all() and (a[6:] == 0).all()
+    g = RowFile(path, [3], "<f4")
+    with pytest.raises(UserError, match="rows of"):
+        g.write(0, np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(UserError, match="outside"):
+        g.write(9, np.zeros((2, 3), dtype=np.float32))
+    g.close()
+    with pytest.raises(UserError, match="holds"):
+        RowFile(path, [4], "<f4")
+
+
+def test_first_difference_names_the_first_pass_that_differs():
+    ref = [["conv2d", [[1, "0"]]], ["relu", [[2, "0"]]]]
+    assert first_difference(ref, [list(r) for r in ref]) == ""
+    assert "pass 2 was relu" in first_difference(ref, [ref[0], ["mul", [[2, "0"]]]])
+    assert "made 2 passes, this one 1" in first_difference(ref, ref[:1])
+
+
+def _conversation(tmp_path, device, stimuli, reference=None):
+    model = tmp_path / "net.py"
+    model.write_text(MODEL)
+    np.save(tmp_path / "stim.npy", stimuli)
+    base = {"model_file": str(model), "model_name": None, "input": {"kind": "none"}, "seed": 0,
+            "device": str(device), "grad": False, "workers": 0, "skip_bad": False}
+    base["stimuli"] = {"path": str(tmp_path / "stim.npy"), "preset": None, "size": None}
+    return base
+
+
+def test_the_agent_writes_each_batchs_rows_equal_to_the_models_own_outputs(tmp_path, device):
+    rng = np.random.default_rng(0)
+    stimuli = rng.standard_normal((10, 3, 6, 6)).astype(np.float32)
+    request = dict(_conversation(tmp_path, device, stimuli), type="dataset")
+    probe = start_agent(request, {"type": "dataset_graph", "start": 0, "stop": 4}, {"type": "shutdown"}).wait()
+    assert probe.rc == 0, probe.stderr.decode()
+    (listed,) = probe.of_type("stimuli")
+    assert listed["n"] == 10
+    (graph,) = probe.of_type("graph")
+    funcs = [g[0] for g in graph["graph"]]
+    fc_id = funcs.index("linear") + 1
+    out = tmp_path / "fc.npy"
+    np.lib.format.open_memmap(str(out), mode="w+", dtype=np.float32, shape=(10, 2)).flush()
+    layer = {"id": fc_id, "label": "linear_1_4", "file": "fc.npy", "row_shape": [2], "descr": "<f4", "pool": None,
+             "flatten": False}
+    run = start_agent(request, {"type": "dataset_run", "dir": str(tmp_path), "layers": [layer],
+                                "reference": graph["graph"], "batches": [[0, 0, 4], [1, 4, 8], [2, 8, 10]]},
+                      {"type": "shutdown"}).wait()
+    assert run.rc == 0, run.stderr.decode()
+    assert [b["index"] for b in run.of_type("batch")] == [0, 1, 2]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("net_for_test", str(tmp_path / "net.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with torch.no_grad():
+        want = mod.build_model()(torch.from_numpy(stimuli)).numpy()
+    np.testing.assert_allclose(np.load(str(out)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_stimulus_that_changes_the_graph_is_named_with_its_row(tmp_path, device):
+    stimuli = np.zeros((6, 3, 6, 6), dtype=np.float32)
+    stimuli[4] = 100.0  # bright: takes the extra branch
+    request = dict(_conversation(tmp_path, device, stimuli), type="dataset")
+    probe = start_agent(request, {"type": "dataset_graph", "start": 0, "stop": 2}, {"type": "shutdown"}).wait()
+    (graph,) = probe.of_type("graph")
+    run = start_agent(request, {"type": "dataset_run", "dir": str(tmp_path), "layers": [],
+                                "reference": graph["graph"], "batches": [[0, 0, 2], [1, 2, 4], [2, 4, 6]]},
+                      {"type": "shutdown"}).wait()
+    assert [b["index"] for b in run.of_type("batch")] == [0, 1]
+    (err,) = run.of_type("error")
+    assert "stimulus 4 (row 4) changes the model's graph" in err["message"]
+    assert os.path.exists(tmp_path / "stim.npy")

@@ -11,6 +11,7 @@ from agent_testlib import start_agent
 from torchlens_agent.dataset.rows import RowFile, to_rows
 from torchlens_agent.dataset.session import first_difference
 from torchlens_agent.errors import UserError
+from torchlens_agent.load import import_model_file
 
 MODEL = '''
 import torch
@@ -101,11 +102,7 @@ def test_the_agent_writes_each_batchs_rows_equal_to_the_models_own_outputs(tmp_p
                       {"type": "shutdown"}).wait()
     assert run.rc == 0, run.stderr.decode()
     assert [b["index"] for b in run.of_type("batch")] == [0, 1, 2]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("net_for_test", str(tmp_path / "net.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = import_model_file(str(tmp_path / "net.py"))
     with torch.no_grad():
         want = mod.build_model()(torch.from_numpy(stimuli)).numpy()
     np.testing.assert_allclose(np.load(str(out)), want, rtol=1e-4, atol=1e-5)

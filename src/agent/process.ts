@@ -228,6 +228,8 @@ export function agentErrorToError(err: AgentError, stderr: string): TorchlensErr
     input: "preparing the input failed",
     capture: "the model's forward pass raised",
     replay: "validation could not run",
+    stimuli: "reading the stimuli failed",
+    dataset: "the dataset run stopped",
     internal: "the agent failed",
   };
   const frames = err.traceback.map(
@@ -244,7 +246,7 @@ export function agentErrorToError(err: AgentError, stderr: string): TorchlensErr
     exitCode:
       err.phase === "input" ||
       err.phase === "load" ||
-      (err.phase === "replay" && err.exc_type === "UserError")
+      ((err.phase === "replay" || err.phase === "stimuli") && err.exc_type === "UserError")
         ? EXIT.usage
         : EXIT.failed,
     details: frames.length ? ["traceback (your code):", ...frames] : [],

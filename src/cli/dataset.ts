@@ -244,7 +244,7 @@ export function register(cli: Command): void {
     const dash = process.argv.indexOf("--");
     const sbatchArgs = dash >= 0 ? process.argv.slice(dash + 1) : [];
     const opts = datasetOptions(modelFile, stimuli, o);
-    const prepared = await runDataset(opts, process.argv.slice(1), true);
+    const prepared = await runDataset(opts, process.argv.slice(1), "prepare");
     const shards = o.shards as number;
     const out = path.resolve(opts.out);
     const tasks = await unfinishedShards(out, shards, Math.ceil(prepared.stimuli / opts.batchSize));

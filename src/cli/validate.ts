@@ -6,10 +6,13 @@
  */
 import { statSync } from "node:fs";
 import type { Command } from "commander";
+import { describeCheck, validateDataset } from "../dataset/dataset.js";
+import { isDataset } from "../dataset/layout.js";
 import { EXIT } from "../errors.js";
 import { describeReport } from "../validate/report.js";
 import { type ValidateOptions, validateModel, validateRun } from "../validate/validate.js";
 import { addModelOptions, type Flags, modelOptions } from "./modelFlags.js";
+import { integer } from "./options.js";
 import { EXIT_HELP } from "./report.js";
 
 export function register(cli: Command): void {
@@ -21,7 +24,7 @@ export function register(cli: Command): void {
       )
       .argument(
         "<run|model.py>",
-        "a run directory, or a model file to extract into a temporary run and validate",
+        "a run directory, a model file to extract into a temporary run and validate, or a dataset directory",
       )
       .option("--json", "print every verdict as JSON on stdout", false)
       .option(
@@ -29,7 +32,13 @@ export function register(cli: Command): void {
         "validate even when the model file's sha256 differs from the run's",
         false,
       )
-      .option("--no-dependence", "skip the check that perturbing each parent changes its child"),
+      .option("--no-dependence", "skip the check that perturbing each parent changes its child")
+      .option(
+        "--sample <k>",
+        "for a dataset directory (torchlens dataset -o): re-extract this many of its stimuli and compare their rows",
+        integer,
+        8,
+      ),
   )
     .addHelpText(
       "after",
@@ -41,6 +50,20 @@ export function register(cli: Command): void {
         allowChangedModel: Boolean(o.allowChangedModel),
         checkDependence: o.dependence !== false,
       };
+      if (await isDataset(target)) {
+        const summary = await validateDataset(
+          target,
+          {
+            k: o.sample as number,
+            python: o.python as string | undefined,
+            device: o.device as string,
+          },
+          process.argv.slice(1),
+        );
+        if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+        else process.stderr.write(`${describeCheck(summary)}\n`);
+        return;
+      }
       const isModel =
         target.endsWith(".py") && statSync(target, { throwIfNoEntry: false })?.isFile();
       const report = isModel

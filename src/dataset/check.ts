@@ -56,7 +56,7 @@ export async function checkRows(
   agent: DatasetAgent,
   index: DatasetIndex,
   out: string,
-  record: ShardProgress,
+  record: Pick<ShardProgress, "done" | "bad">,
   opts: DatasetOptions,
   argv: string[],
   progress: Progress,

@@ -25,8 +25,10 @@ import {
   readIndex,
   readManifest,
   readProgress,
+  requireIndex,
   type ShardProgress,
   STIMULI,
+  withLock,
   writeJsonAtomic,
   writeJsonAtomicSync,
 } from "./layout.js";
@@ -114,22 +116,25 @@ async function startProgress(
   };
 }
 
-/** Mark the manifest complete when every batch of the dataset is recorded done. */
+/** Mark the manifest complete when every batch of the dataset is recorded done (under the lock:
+ * tasks that finish at once must not write it from stale reads). */
 async function finishIfComplete(out: string, index: DatasetIndex): Promise<boolean> {
-  const records = await readProgress(out);
-  const done = doneBatches(records);
-  const complete = done.size >= index.batches.count;
-  const manifest = await readManifest(out);
-  if (!manifest) return complete;
-  const bad = records.flatMap((r) => r.progress.bad).sort((a, b) => a.row - b.row);
-  await writeJsonAtomic(path.join(out, MANIFEST), {
-    ...manifest,
-    status: complete ? "complete" : "incomplete",
-    updated: new Date().toISOString(),
-    batches: { count: index.batches.count, done: done.size },
-    bad,
+  return withLock(out, async () => {
+    const records = await readProgress(out);
+    const done = doneBatches(records);
+    const complete = done.size >= index.batches.count;
+    const manifest = await readManifest(out);
+    if (!manifest) return complete;
+    const bad = records.flatMap((r) => r.progress.bad).sort((a, b) => a.row - b.row);
+    await writeJsonAtomic(path.join(out, MANIFEST), {
+      ...manifest,
+      status: complete ? "complete" : "incomplete",
+      updated: new Date().toISOString(),
+      batches: { count: index.batches.count, done: done.size },
+      bad,
+    });
+    return complete;
   });
-  return complete;
 }
 
 function trainingWarning(agent: DatasetAgent): void {
@@ -146,7 +151,8 @@ function trainingWarning(agent: DatasetAgent): void {
 export async function runDataset(
   opts: DatasetOptions,
   argv: string[],
-  stopAfterPrepare = false,
+  /** run: this task's batches (then --check); prepare: only make the output; check: only --check, over every batch done. */
+  mode: "run" | "prepare" | "check" = "run",
 ): Promise<DatasetSummary> {
   const t0 = performance.now();
   const out = path.resolve(opts.out);
@@ -236,9 +242,16 @@ export async function runDataset(
           check,
         };
       };
-      if (stopAfterPrepare)
+      if (mode === "prepare")
         return { ...summary(0, 0, null), complete: await finishIfComplete(out, ds) };
-      const done = doneBatches(await readProgress(out));
+      const records = await readProgress(out);
+      const done = doneBatches(records);
+      if (mode === "check") {
+        const all = { done: [...done], bad: records.flatMap((r) => r.progress.bad) };
+        const check = await checkRows(agent, ds, out, all, opts, argv, progress);
+        progress.stop();
+        return { ...summary(0, 0, check), complete: done.size >= ds.batches.count };
+      }
       const todo: [number, number, number][] = [];
       for (let i = range.first; i < range.last; i++) {
         if (done.has(i)) continue;
@@ -289,6 +302,18 @@ export async function runDataset(
   );
 }
 
+/** What `validate` says of a dataset's check. */
+export function describeCheck(s: DatasetSummary): string {
+  const where = path.relative(process.cwd(), s.dataset) || ".";
+  const c = s.check;
+  const state = s.complete
+    ? ""
+    : " (the dataset is incomplete: only its done batches were checked)";
+  return c
+    ? `${where}: ${c.stimuli} stimuli × ${c.layers} layers re-extracted one at a time match their rows (largest difference ${c.max_rel.toExponential(1)} of scale)${state}`
+    : `${where}: nothing to check`;
+}
+
 export function describeDataset(s: DatasetSummary): string {
   const where = path.relative(process.cwd(), s.dataset) || ".";
   const shard = s.shard.n > 1 ? ` (shard ${s.shard.k}/${s.shard.n})` : "";
@@ -304,4 +329,39 @@ export function describeDataset(s: DatasetSummary): string {
     ? `; check: ${s.check.stimuli} stimuli × ${s.check.layers} layers match extract (largest difference ${s.check.max_rel.toExponential(1)} of scale)`
     : "";
   return `${ran}${skipped} → ${where}; ${state}${bad}${check}`;
+}
+
+/**
+ * `torchlens validate DIR` on a dataset: --check over every batch done, with the options the
+ * dataset was made with (its index), on `device`.
+ */
+export async function validateDataset(
+  dir: string,
+  how: { k: number; python?: string; device: string },
+  argv: string[],
+): Promise<DatasetSummary> {
+  const index = await requireIndex(dir);
+  const o = index.options;
+  const opts: DatasetOptions = {
+    modelFile: index.model.file,
+    model: index.model.name ?? undefined,
+    stimuli: index.stimuli.path,
+    out: dir,
+    layers: o.layers,
+    batchSize: o.batch_size,
+    workers: 0,
+    dtype: o.dtype as DatasetOptions["dtype"],
+    flatten: o.flatten,
+    pool: o.pool,
+    preset: o.preset as DatasetOptions["preset"],
+    size: o.size,
+    seed: o.seed,
+    grad: o.grad,
+    device: how.device,
+    python: how.python,
+    shard: { k: 1, n: 1 },
+    skipBad: true,
+    check: how.k,
+  };
+  return runDataset(opts, argv, "check");
 }

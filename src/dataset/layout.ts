@@ -187,6 +187,11 @@ export async function readIndex(dir: string): Promise<DatasetIndex | null> {
   return index;
 }
 
+/** `dir` is a dataset directory (it has an index.json). */
+export async function isDataset(dir: string): Promise<boolean> {
+  return (await fs.stat(path.join(dir, INDEX)).catch(() => null))?.isFile() ?? false;
+}
+
 /** The index of the dataset `dir`; a directory without one is a usage error. */
 export async function requireIndex(dir: string): Promise<DatasetIndex> {
   const index = await readIndex(dir);
@@ -216,6 +221,34 @@ export async function readProgress(
     if (progress) out.push({ file: `${PROGRESS_DIR}/${name}`, progress });
   }
   return out;
+}
+
+/**
+ * Run `fn` holding the dataset's lock (a directory made atomically), so that tasks finishing at
+ * once do not write manifest.json from stale reads. A lock older than `staleMs` was left by a
+ * task that died holding it, and is broken.
+ */
+export async function withLock<T>(dir: string, fn: () => Promise<T>, staleMs = 30_000): Promise<T> {
+  const lock = path.join(dir, ".lock");
+  for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
+    try {
+      await fs.mkdir(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw fsError(err, `locking ${dir}`);
+      const age = await fs.stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
+      if (age > staleMs) await fs.rm(lock, { recursive: true, force: true });
+      else await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(lock, { recursive: true, force: true });
+  }
 }
 
 /** The batches some task recorded complete. */

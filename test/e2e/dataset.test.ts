@@ -5,7 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BIN, fixture, PYTHON, python, ROOT, tempDir, torchlens } from "../helpers/cli.js";
 
@@ -162,6 +162,23 @@ print(json.dumps([a.shape, b.shape, float(np.abs(a - outs[0].numpy()).max()), fl
     ]);
     expect(again.exitCode).toBe(0);
     expect(JSON.parse(again.stdout).check).toMatchObject({ stimuli: 3, layers: 5 });
+  }, 120_000);
+
+  test("validate DIR re-extracts stimuli of a dataset and fails (exit 1) on a row that was changed", async () => {
+    const ok = await torchlens(["validate", out, "--sample", "2"]);
+    expect(ok.exitCode).toBe(0);
+    expect(ok.stderr).toMatch(/2 stimuli × 5 layers re-extracted one at a time match their rows/);
+    const copy = at("tampered");
+    cpSync(out, copy, { recursive: true });
+    const index = json(path.join(copy, "index.json"));
+    const file = path.join(copy, index.layers[4].file);
+    await py(
+      `import numpy as np; a = np.load(${JSON.stringify(file)}, mmap_mode="r+"); a[:] += 1; a.flush()`,
+    );
+    const bad = await torchlens(["validate", copy, "--sample", "2"]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/rows differ from extract beyond the tolerance/);
+    expect(bad.stderr).toContain(index.layers[4].label);
   }, 120_000);
 
   test("a second model, other options or other stimuli in the same directory are refused and nothing changes", async () => {

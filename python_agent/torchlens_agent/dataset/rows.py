@@ -57,7 +57,7 @@ class RowFile:
         if start < 0 or start + rows.shape[0] > self.rows:
             raise UserError("dataset", f"rows {start}..{start + rows.shape[0]} are outside {self.path} "
                             f"({self.rows} rows)", "this is a bug in torchlens; please report it")
-        view = memoryview(rows.reshape(-1).view(np.uint8))
+        view = memoryview(rows.reshape(-1).view(np.uint8).data)
         offset = self.offset + start * self.row_bytes
         done = 0
         while done < len(view):  # pwrite may write less than asked

@@ -46,14 +46,20 @@ def dataset(wire: Wire, request: Dict[str, Any]) -> int:
             msg = wire.recv()
             if msg is None or msg.get("type") == "shutdown":
                 return
-            handler = conversation.handlers.get(msg.get("type"))
+            handler = conversation.handlers.get(str(msg.get("type")))
             if handler is None:
                 raise UserError("internal", f"unknown dataset message {msg.get('type')!r}",
                                 "this is a bug in torchlens; please report it")
-            stage["phase"] = msg["type"].replace("dataset_", "")
+            stage["phase"] = _PHASES.get(msg["type"], "internal")
             handler(msg)
 
     return guarded(wire, request, body)
+
+
+# what a failure inside each message is about (errors.py: the error frame's phase); a UserError
+# names its own
+_PHASES = {"dataset_inputs": "stimuli", "dataset_graph": "capture", "dataset_run": "capture",
+           "dataset_compare": "internal"}
 
 
 def _write_ids(path: str, ids: List[str]) -> None:

@@ -172,7 +172,7 @@ function printStatus(s: DatasetStatus): string {
           r.why,
         ]),
         { width: terminalWidth() },
-      )
+      ) + "\n"
     : "no task has started yet\n";
   const todo = s.complete ? "" : s.batches.todo ? `batches to do: ${s.batches.todo}\n` : "";
   const bad = s.bad.length

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { AgentSession } from "../agent/session.js";
 import { usageError } from "../errors.js";
+import { numpyItemSize } from "../log/dtypes.js";
 import { sha256File } from "../store/files.js";
 import { formatBytes } from "../ui/format.js";
 import { Progress } from "../ui/progress.js";
@@ -214,43 +215,42 @@ export async function runDataset(
           "write this one into another -o; to start over, remove that directory first (nothing in it is changed)",
         );
       const range = shardBatches(shard, ds.batches.count);
+      /** `ran` batches of `rows` stimuli in `runMs` (the batches' own time, not the preparation's). */
       const summary = (
-        ran: number,
+        ran: { batches: number; rows: number; ms: number },
         skipped: number,
         check: DatasetSummary["check"],
-      ): DatasetSummary => {
-        const rows = ds.stimuli.count;
-        const wallMs = performance.now() - t0;
-        const ranRows = Math.min(ran * ds.batches.size, rows);
-        return {
-          dataset: out,
-          model: ds.model.class,
-          stimuli: rows,
-          layers: ds.layers.length,
-          shard,
-          batches: { shard: range.last - range.first, ran, skipped },
-          rows: ranRows,
-          bytes: ds.layers.reduce(
-            (n, l) => n + l.shape.slice(1).reduce((a, b) => a * b, 1) * ranRows,
-            0,
-          ),
-          wall_ms: Math.round(wallMs),
-          stimuli_per_s: ran ? Math.round((ranRows / (wallMs / 1000)) * 10) / 10 : null,
-          complete: false,
-          prepared,
-          bad: 0,
-          check,
-        };
-      };
+      ): DatasetSummary => ({
+        dataset: out,
+        model: ds.model.class,
+        stimuli: ds.stimuli.count,
+        layers: ds.layers.length,
+        shard,
+        batches: { shard: range.last - range.first, ran: ran.batches, skipped },
+        rows: ran.rows,
+        bytes: ds.layers.reduce(
+          (n, l) =>
+            n +
+            l.shape.slice(1).reduce((a, b) => a * b, 1) * (numpyItemSize(l.descr) ?? 0) * ran.rows,
+          0,
+        ),
+        wall_ms: Math.round(performance.now() - t0),
+        stimuli_per_s: ran.batches ? Math.round((ran.rows / (ran.ms / 1000)) * 10) / 10 : null,
+        complete: false,
+        prepared,
+        bad: 0,
+        check,
+      });
+      const none = { batches: 0, rows: 0, ms: 0 };
       if (mode === "prepare")
-        return { ...summary(0, 0, null), complete: await finishIfComplete(out, ds) };
+        return { ...summary(none, 0, null), complete: await finishIfComplete(out, ds) };
       const records = await readProgress(out);
       const done = doneBatches(records);
       if (mode === "check") {
         const all = { done: [...done], bad: records.flatMap((r) => r.progress.bad) };
         const check = await checkRows(agent, ds, out, all, opts, argv, progress);
         progress.stop();
-        return { ...summary(0, 0, check), complete: done.size >= ds.batches.count };
+        return { ...summary(none, 0, check), complete: done.size >= ds.batches.count };
       }
       const todo: [number, number, number][] = [];
       for (let i = range.first; i < range.last; i++) {
@@ -294,7 +294,11 @@ export async function runDataset(
         opts.check > 0 ? await checkRows(agent, ds, out, rec, opts, argv, progress) : null;
       progress.stop();
       return {
-        ...summary(todo.length, range.last - range.first - todo.length, check),
+        ...summary(
+          { batches: todo.length, rows: ranRows, ms: performance.now() - runT0 },
+          range.last - range.first - todo.length,
+          check,
+        ),
         complete,
         bad: rec.bad.length,
       };

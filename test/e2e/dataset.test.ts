@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { execa } from "execa";
 import { BIN, fixture, PYTHON, python, ROOT, tempDir, torchlens } from "../helpers/cli.js";
 
 const tmp = tempDir("torchlens-dataset-");
@@ -634,4 +635,34 @@ describe("bad input: a clear error, a non-zero exit, nothing already written los
     expect(st.shards[0].state).toBe("failed");
     expect(st.batches.done).toBe(7);
   }, 120_000);
+  test("the README's worked example runs as written and prints one RDM per layer", async () => {
+    const readme = readFileSync(path.join(ROOT, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Datasets"), readme.indexOf("## Graph"));
+    const blocks = [...section.matchAll(/```(\w*)\n([\s\S]*?)```/g)];
+    const here = (text: string) =>
+      text
+        .replaceAll("/tmp/stimuli", at("readme-stimuli"))
+        .replaceAll("/tmp/features", at("readme-features"))
+        .replaceAll("npx torchlens", `node ${BIN}`)
+        .replaceAll("python3 ", `${PYTHON} `);
+    const shell = here(blocks[0][2]);
+    const run = await execa("bash", ["-euo", "pipefail", "-c", shell], {
+      cwd: ROOT,
+      env: { TORCHLENS_PYTHON: PYTHON },
+      reject: false,
+    });
+    expect(run.stderr).toMatch(
+      /the dataset is complete; check: 4 stimuli × 3 layers match extract/,
+    );
+    expect(run.exitCode).toBe(0);
+    expect(blocks[1][1]).toBe("python");
+    const rdm = await python(["-c", here(blocks[1][2])]);
+    expect(rdm.stderr).toBe("");
+    expect(
+      rdm.stdout
+        .trim()
+        .split("\n")
+        .map((l) => l.split(" ").slice(0, 2).join(" ")),
+    ).toEqual(["relu_1_3 features.2", "relu_2_7 features.6", "linear_2_13 classifier.4"]);
+  }, 180_000);
 });

@@ -96,7 +96,7 @@ export class DatasetAgent {
     return (await expect(this.agent, "inputs")) as { bad: [number, string, string][] };
   }
 
-  /** The graph of the first batch's forward, as the agent records it. */
+  /** The graph of the probe's forward, as the agent records it. */
   async probeGraph(stop: number): Promise<[string, [number, string][]][]> {
     this.agent.send({ type: "dataset_graph", start: 0, stop });
     return ((await expect(this.agent, "graph")) as { graph: [string, [number, string][]][] }).graph;

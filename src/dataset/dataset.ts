@@ -202,7 +202,7 @@ export async function runDataset(
       };
       let prepared = false;
       if (!index && staging) {
-        progress.update("preparing the output: the first batch through extract", 0);
+        progress.update("preparing the output: the probe through extract", 0);
         const made = await prepare(agent, staging, opts, identity, modelFile, argv);
         index = made.index;
         prepared = made.ours;

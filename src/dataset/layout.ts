@@ -80,7 +80,7 @@ export interface DatasetIndex {
   layers: DatasetLayer[];
   /** Each pass of the probe's forward as [function, [[parent id, argument], ...]]: every batch's graph must match it. */
   graph: [string, [number, string][]][];
-  /** The layer log of the probe's forward (the first batch), as extract's log.json: labels mean what they mean there. */
+  /** The layer log of the probe's forward (the first two stimuli), as extract's log.json: labels mean what they mean there. */
   log: RunLog;
 }
 

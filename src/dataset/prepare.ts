@@ -1,6 +1,6 @@
 /**
- * Making a dataset directory, once, before any shard writes a row: the probe forward (the first
- * batch through `extract`, whose log labels the passes), the graph every batch must match, each
+ * Making a dataset directory, once, before any shard writes a row: the probe (the first two
+ * stimuli through `extract`, whose log labels the passes), the graph every batch must match, each
  * selected pass's .npy at its full size, index.json and the manifest. All of it is made in a
  * sibling directory and renamed into place whole, so a dataset either is prepared or is not there;
  * when several shards prepare at once, the first rename wins and the others use its index.
@@ -35,6 +35,7 @@ import {
 import type { DatasetOptions } from "./options.js";
 import { batchCount } from "./shards.js";
 
+const PROBE_ROWS = 2;
 const CAST: Record<string, string> = { float16: "<f2", float32: "<f4", float64: "<f8" };
 
 /** The output is free for a new dataset, or holds one already (then its index is read instead). */
@@ -80,7 +81,7 @@ export function layerOf(
 ): DatasetLayer {
   if (p.shape.length === 0 || p.shape[0] !== probeRows)
     throw usageError(
-      `--layers selects ${p.label}, whose shape (${p.shape.join(", ")}) has no batch dimension: the first batch of ${probeRows} stimuli gave it`,
+      `--layers selects ${p.label}, whose shape (${p.shape.join(", ")}) has no batch dimension: the probe's batch of ${probeRows} stimuli gave it`,
       "select passes whose first dimension is the batch (the output of a layer; not a model constant, nor a pass after a flatten of the whole batch)",
     );
   const passShape = p.shape.slice(1);
@@ -131,7 +132,7 @@ function checkProbe(graph: DatasetIndex["graph"], log: RunLog): void {
   const same = funcs.length === graph.length && funcs.every((f, i) => f === graph[i][0]);
   if (!same)
     throw new TorchlensError(
-      `the first batch's forward made ${graph.length} passes in the dataset agent and ${funcs.length} under extract`,
+      `the probe's forward made ${graph.length} passes in the dataset agent and ${funcs.length} under extract`,
       {
         hint: "the model's forward is not deterministic for one input (data-dependent randomness?); fix its seed, or report it if it is",
       },
@@ -154,7 +155,9 @@ export async function prepare(
   argv: string[],
 ): Promise<Prepared> {
   const n = agent.stimuli.n;
-  const probeRows = Math.min(opts.batchSize, n);
+  // The probe runs the first PROBE_ROWS stimuli: enough to tell the batch dimension, few enough
+  // that its forwards (extract's dry run and saving one, the graph's) cost little.
+  const probeRows = Math.min(PROBE_ROWS, opts.batchSize, n);
   const probeTmp = await fs.mkdtemp(path.join(os.tmpdir(), "torchlens-probe-"));
   try {
     const probeInput = path.join(probeTmp, "input.pt");

@@ -5,7 +5,7 @@ A conversation rather than one request: the agent loads the model and lists the 
 
 - `dataset_inputs`: save stacked stimulus rows as .pt files, the inputs of `extract` runs (the
   probe forward whose log labels the layers, and `--check`'s one-stimulus runs);
-- `dataset_graph`: the graph of the first batch's forward, which every batch must match;
+- `dataset_graph`: the graph of the probe's forward (the first stimuli), which every batch must match;
 - `dataset_run`: run batches under capture, check each forward's graph against the probe's, write
   the selected passes' rows into the layers' .npy files, make them durable, and send a `batch`
   frame per batch; the CLI records completion only on that frame;

@@ -34,9 +34,9 @@ def first_difference(reference: List[List[Any]], signature: List[List[Any]]) -> 
     """'' when the two forwards made the same passes from the same parents, else what differed first."""
     for i in range(max(len(reference), len(signature))):
         if i >= len(reference) or i >= len(signature):
-            return f"the first batch's forward made {len(reference)} passes, this one {len(signature)}"
+            return f"the probe's forward made {len(reference)} passes, this one {len(signature)}"
         a, b = reference[i], signature[i]
         if a[0] != b[0] or [list(p) for p in a[1]] != [list(p) for p in b[1]]:
-            return (f"pass {i + 1} was {a[0]} of passes {[p[0] for p in a[1]]} in the first batch's forward, "
+            return (f"pass {i + 1} was {a[0]} of passes {[p[0] for p in a[1]]} in the probe's forward, "
                     f"but {b[0]} of passes {[p[0] for p in b[1]]} here")
     return ""

@@ -72,6 +72,14 @@ def test_first_difference_names_the_first_pass_that_differs():
     assert "made 2 passes, this one 1" in first_difference(ref, ref[:1])
 
 
+def _graph(probe):
+    """The probe's passes as a run's reference: [func, parents] in id order."""
+    (done,) = probe.of_type("done")
+    passes = sorted(probe.of_type("pass"), key=lambda r: r["id"])
+    assert len(passes) == done["num_passes"]
+    return [[r["func"], r["parents"]] for r in passes]
+
+
 def _conversation(tmp_path, device, stimuli, reference=None):
     model = tmp_path / "net.py"
     model.write_text(MODEL)
@@ -86,19 +94,18 @@ def test_the_agent_writes_each_batchs_rows_equal_to_the_models_own_outputs(tmp_p
     rng = np.random.default_rng(0)
     stimuli = rng.standard_normal((10, 3, 6, 6)).astype(np.float32)
     request = dict(_conversation(tmp_path, device, stimuli), type="dataset")
-    probe = start_agent(request, {"type": "dataset_graph", "start": 0, "stop": 4}, {"type": "shutdown"}).wait()
+    probe = start_agent(request, {"type": "dataset_probe", "start": 0, "stop": 4}, {"type": "shutdown"}).wait()
     assert probe.rc == 0, probe.stderr.decode()
     (listed,) = probe.of_type("stimuli")
     assert listed["n"] == 10
-    (graph,) = probe.of_type("graph")
-    funcs = [g[0] for g in graph["graph"]]
-    fc_id = funcs.index("linear") + 1
+    graph = _graph(probe)
+    fc_id = [g[0] for g in graph].index("linear") + 1
     out = tmp_path / "fc.npy"
     np.lib.format.open_memmap(str(out), mode="w+", dtype=np.float32, shape=(10, 2)).flush()
     layer = {"id": fc_id, "label": "linear_1_4", "file": "fc.npy", "row_shape": [2], "descr": "<f4", "pool": None,
              "flatten": False}
     run = start_agent(request, {"type": "dataset_run", "dir": str(tmp_path), "layers": [layer],
-                                "reference": graph["graph"], "batches": [[0, 0, 4], [1, 4, 8], [2, 8, 10]]},
+                                "reference": graph, "batches": [[0, 0, 4], [1, 4, 8], [2, 8, 10]]},
                       {"type": "shutdown"}).wait()
     assert run.rc == 0, run.stderr.decode()
     assert [b["index"] for b in run.of_type("batch")] == [0, 1, 2]
@@ -112,10 +119,9 @@ def test_a_stimulus_that_changes_the_graph_is_named_with_its_row(tmp_path, devic
     stimuli = np.zeros((6, 3, 6, 6), dtype=np.float32)
     stimuli[4] = 100.0  # bright: takes the extra branch
     request = dict(_conversation(tmp_path, device, stimuli), type="dataset")
-    probe = start_agent(request, {"type": "dataset_graph", "start": 0, "stop": 2}, {"type": "shutdown"}).wait()
-    (graph,) = probe.of_type("graph")
+    probe = start_agent(request, {"type": "dataset_probe", "start": 0, "stop": 2}, {"type": "shutdown"}).wait()
     run = start_agent(request, {"type": "dataset_run", "dir": str(tmp_path), "layers": [],
-                                "reference": graph["graph"], "batches": [[0, 0, 2], [1, 2, 4], [2, 4, 6]]},
+                                "reference": _graph(probe), "batches": [[0, 0, 2], [1, 2, 4], [2, 4, 6]]},
                       {"type": "shutdown"}).wait()
     assert [b["index"] for b in run.of_type("batch")] == [0, 1]
     (err,) = run.of_type("error")

@@ -21,10 +21,15 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
                                  max_repr=int(request.get("max_args_repr", 64)))
         seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run
         out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs, grad=loaded.grad)
-        outputs = session.add_outputs(out)
-        wire.send({"type": "done", "num_ops": session.num_ops, "torch_calls": session.torch_calls,
-                   "num_passes": session.next_id - 1, "outputs": outputs,
-                   "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
-                   "wrapped": wrappers.count}, flush=True)
+        send_done(wire, session, wrappers, session.add_outputs(out), forward_s, wall0)
 
     return guarded(wire, request, body)
+
+
+def send_done(wire: Wire, session: CaptureSession, wrappers: Wrappers, outputs: Dict[str, Any], forward_s: float,
+              wall0: float) -> None:
+    """The `done` frame that ends a captured forward's stream (also a dataset's probe)."""
+    wire.send({"type": "done", "num_ops": session.num_ops, "torch_calls": session.torch_calls,
+               "num_passes": session.next_id - 1, "outputs": outputs,
+               "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
+               "wrapped": wrappers.count}, flush=True)

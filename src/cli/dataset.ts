@@ -150,7 +150,7 @@ function printStatus(s: DatasetStatus): string {
   const where = path.relative(process.cwd(), s.dataset) || ".";
   const head = `${where}: ${s.model}, ${s.stimuli} stimuli, ${s.layers} layers, ${s.batches.done} of ${s.batches.count} batches done — ${s.complete ? "complete" : "incomplete"}`;
   const table = s.shards.length
-    ? renderTable(
+    ? `${renderTable(
         [
           { header: "shard", keep: true },
           { header: "batches" },
@@ -172,7 +172,7 @@ function printStatus(s: DatasetStatus): string {
           r.why,
         ]),
         { width: terminalWidth() },
-      ) + "\n"
+      )}\n`
     : "no task has started yet\n";
   const todo = s.complete ? "" : s.batches.todo ? `batches to do: ${s.batches.todo}\n` : "";
   const bad = s.bad.length

@@ -3,7 +3,10 @@
  * the request that loads the model and lists the stimuli, then one method per message.
  */
 import type { Agent } from "../agent/process.js";
+import type { Frame } from "../agent/wire.js";
 import { TorchlensError } from "../errors.js";
+import type { RawRun } from "../log/types.js";
+import { readDryRun } from "../store/recorder.js";
 import type { DatasetOptions } from "./options.js";
 
 export interface StimuliFrame {
@@ -55,20 +58,19 @@ export interface CompareResult {
 }
 
 async function expect(agent: Agent, type: string): Promise<Record<string, unknown>> {
-  for (;;) {
-    const frame = await agent.next();
-    if (frame.header.type === type) return frame.header;
-    if (frame.header.type === "model") continue; // the module tree: extract's log has it
-    throw new TorchlensError(
-      `the agent sent a ${frame.header.type} frame where a ${type} frame was due`,
-      { hint: "this is a bug in torchlens; run again with --verbose and report it" },
-    );
-  }
+  const frame = await agent.next();
+  if (frame.header.type === type) return frame.header;
+  throw new TorchlensError(
+    `the agent sent a ${frame.header.type} frame where a ${type} frame was due`,
+    { hint: "this is a bug in torchlens; run again with --verbose and report it" },
+  );
 }
 
 export class DatasetAgent {
   private constructor(
     readonly agent: Agent,
+    /** The module tree, as the agent sent it after loading the model (a probe's log needs it). */
+    private readonly model: Frame,
     readonly stimuli: StimuliFrame,
   ) {}
 
@@ -87,7 +89,19 @@ export class DatasetAgent {
       skip_bad: opts.skipBad,
       ids_out: idsOut,
     });
-    return new DatasetAgent(agent, (await expect(agent, "stimuli")) as unknown as StimuliFrame);
+    const model = await agent.next();
+    if (model.header.type !== "model")
+      throw new TorchlensError(
+        `the agent sent a ${model.header.type} frame where the model was due`,
+        {
+          hint: "this is a bug in torchlens; run again with --verbose and report it",
+        },
+      );
+    return new DatasetAgent(
+      agent,
+      model,
+      (await expect(agent, "stimuli")) as unknown as StimuliFrame,
+    );
   }
 
   /** Save rows [start, stop) of the stimuli, stacked, as a .pt file per item. */
@@ -96,10 +110,19 @@ export class DatasetAgent {
     return (await expect(this.agent, "inputs")) as { bad: [number, string, string][] };
   }
 
-  /** The graph of the probe's forward, as the agent records it. */
-  async probeGraph(stop: number): Promise<[string, [number, string][]][]> {
-    this.agent.send({ type: "dataset_graph", start: 0, stop });
-    return ((await expect(this.agent, "graph")) as { graph: [string, [number, string][]][] }).graph;
+  /** One forward of the first `stop` stimuli, read as extract reads a dry run. */
+  async probe(stop: number): Promise<RawRun> {
+    this.agent.send({ type: "dataset_probe", start: 0, stop });
+    let first: Frame | null = this.model;
+    const next = async (): Promise<Frame> => {
+      if (first) {
+        const f = first;
+        first = null;
+        return f;
+      }
+      return this.agent.next();
+    };
+    return (await readDryRun(next)).raw;
   }
 
   /** Run `batches`, calling `onBatch` as each one's rows are durable. */

@@ -148,7 +148,7 @@ function trainingWarning(agent: DatasetAgent): void {
   );
 }
 
-/** Run the dataset command; `argv` is recorded as the probe's command. */
+/** Run the dataset command; `argv` is recorded as the command of --check's extract runs. */
 export async function runDataset(
   opts: DatasetOptions,
   argv: string[],
@@ -202,8 +202,8 @@ export async function runDataset(
       };
       let prepared = false;
       if (!index && staging) {
-        progress.update("preparing the output: the probe through extract", 0);
-        const made = await prepare(agent, staging, opts, identity, modelFile, argv);
+        progress.update("preparing the output: the probe forward", 0);
+        const made = await prepare(agent, staging, opts, identity, modelFile);
         index = made.index;
         prepared = made.ours;
       }

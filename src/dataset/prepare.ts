@@ -1,19 +1,20 @@
 /**
- * Making a dataset directory, once, before any shard writes a row: the probe (the first two
- * stimuli through `extract`, whose log labels the passes), the graph every batch must match, each
- * selected pass's .npy at its full size, index.json and the manifest. All of it is made in a
- * sibling directory and renamed into place whole, so a dataset either is prepared or is not there;
- * when several shards prepare at once, the first rename wins and the others use its index.
+ * Making a dataset directory, once, before any shard writes a row: the probe (one forward of the
+ * first two stimuli, read as extract reads a dry run, whose log labels the passes and whose graph
+ * every batch must match), each selected pass's .npy at its full size, index.json and the
+ * manifest. All of it is made in a sibling directory and renamed into place whole, so a dataset
+ * either is prepared or is not there; when several shards prepare at once, the first rename wins
+ * and the others use its index.
  */
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
-import { TorchlensError, usageError } from "../errors.js";
-import { extract } from "../extract/extract.js";
+import { usageError } from "../errors.js";
+import { buildLog } from "../log/build.js";
 import { NUMPY_AS_TORCH, numpyItemSize } from "../log/dtypes.js";
-import type { Pass, RunLog } from "../log/types.js";
-import { fsError, LOG, readJson } from "../store/files.js";
+import { selectPasses } from "../log/select.js";
+import type { Pass } from "../log/types.js";
+import { fsError } from "../store/files.js";
 import { npyHeader } from "../store/npz.js";
 import { TOOL_VERSION } from "../version.js";
 import type { DatasetAgent } from "./conversation.js";
@@ -37,6 +38,12 @@ import { batchCount } from "./shards.js";
 
 const PROBE_ROWS = 2;
 const CAST: Record<string, string> = { float16: "<f2", float32: "<f4", float64: "<f8" };
+/** What a pass's rows are stored as, from its torch dtype: numpy's own, bfloat16 (which numpy
+ * lacks) as float32, as the agent converts it (dataset/rows.py). */
+const TORCH_AS_NUMPY: Record<string, string> = {
+  ...Object.fromEntries(Object.entries(NUMPY_AS_TORCH).map(([numpy, torch]) => [torch, numpy])),
+  bfloat16: "<f4",
+};
 
 /** The output is free for a new dataset, or holds one already (then its index is read instead). */
 export async function checkOutput(out: string): Promise<void> {
@@ -87,7 +94,7 @@ export function layerOf(
   const passShape = p.shape.slice(1);
   let row = opts.pool === "mean" && passShape.length > 1 ? passShape.slice(0, 1) : passShape;
   if (opts.flatten) row = [row.reduce((a, b) => a * b, 1)];
-  let descr = p.stored_dtype ?? "<f4";
+  let descr = TORCH_AS_NUMPY[p.dtype] ?? "<f4";
   if (opts.dtype) descr = CAST[opts.dtype];
   else if (opts.pool === "mean" && passShape.length > 1 && !/^[<>|=]?[fc]/.test(descr))
     descr = "<f8";
@@ -126,19 +133,6 @@ async function allocate(dir: string, layer: DatasetLayer): Promise<void> {
   }
 }
 
-/** The probe's graph and extract's log must be the same forward, pass for pass. */
-function checkProbe(graph: DatasetIndex["graph"], log: RunLog): void {
-  const funcs = [...log.passes].sort((a, b) => a.id - b.id).map((p) => p.func);
-  const same = funcs.length === graph.length && funcs.every((f, i) => f === graph[i][0]);
-  if (!same)
-    throw new TorchlensError(
-      `the probe's forward made ${graph.length} passes in the dataset agent and ${funcs.length} under extract`,
-      {
-        hint: "the model's forward is not deterministic for one input (data-dependent randomness?); fix its seed, or report it if it is",
-      },
-    );
-}
-
 export interface Prepared {
   index: DatasetIndex;
   /** False when another task prepared the output first (this one's work was dropped). */
@@ -152,38 +146,28 @@ export async function prepare(
   opts: DatasetOptions,
   identity: DatasetIdentity,
   modelFile: string,
-  argv: string[],
 ): Promise<Prepared> {
   const n = agent.stimuli.n;
   // The probe runs the first PROBE_ROWS stimuli: enough to tell the batch dimension, few enough
-  // that its forwards (extract's dry run and saving one, the graph's) cost little.
+  // that its forward costs little.
   const probeRows = Math.min(PROBE_ROWS, opts.batchSize, n);
-  const probeTmp = await fs.mkdtemp(path.join(os.tmpdir(), "torchlens-probe-"));
   try {
-    const probeInput = path.join(probeTmp, "input.pt");
-    await agent.writeInputs([{ start: 0, stop: probeRows, path: probeInput }]);
-    const graph = await agent.probeGraph(probeRows);
-    const probeRun = path.join(probeTmp, "run");
-    await extract(
-      {
-        modelFile,
-        model: opts.model,
-        device: opts.device,
-        seed: opts.seed,
-        python: opts.python,
-        grad: opts.grad,
-        allowPickle: false,
-        input: probeInput,
-        inputDtype: "float32",
-        out: probeRun,
-        force: false,
-        layers: opts.layers,
-      },
-      argv,
-    );
-    const log = (await readJson(probeRun, LOG)) as RunLog;
-    checkProbe(graph, log);
-    const layers = log.passes.filter((p) => p.saved).map((p) => layerOf(p, probeRows, opts, n));
+    const raw = await agent.probe(probeRows);
+    const log = buildLog(raw, () => false);
+    const wanted = new Set(selectPasses(log, opts.layers).labels);
+    const layers = log.passes
+      .filter((p) => wanted.has(p.label))
+      .map((p) => layerOf(p, probeRows, opts, n));
+    // in the index's log, a selected pass is saved, in its layer's file (as extract's log names
+    // its array in activations.npz)
+    const files = new Map(layers.map((l) => [l.label, l.file]));
+    for (const p of log.passes) {
+      p.saved = files.has(p.label);
+      p.array = files.get(p.label) ?? null;
+    }
+    const graph: DatasetIndex["graph"] = [...raw.ops]
+      .sort((a, b) => a.id - b.id)
+      .map((op) => [op.func, op.parents]);
     await fs.mkdir(path.join(staging, LAYERS_DIR));
     await fs.mkdir(path.join(staging, PROGRESS_DIR));
     for (const layer of layers) await allocate(staging, layer);
@@ -231,8 +215,6 @@ export async function prepare(
   } catch (err) {
     await fs.rm(staging, { recursive: true, force: true });
     throw err;
-  } finally {
-    await fs.rm(probeTmp, { recursive: true, force: true });
   }
 }
 

@@ -115,13 +115,13 @@ describe("one dataset per directory", () => {
   });
 });
 
-const pass = (shape: number[], stored = "<f4") =>
+const pass = (shape: number[], dtype = "float32") =>
   ({
     label: "relu_1_2:3",
     id: 7,
     shape,
-    dtype: "float32",
-    stored_dtype: stored,
+    dtype,
+    stored_dtype: null,
     module: "features.2",
     func: "relu",
   }) as unknown as Pass;
@@ -152,12 +152,14 @@ describe("a selected pass's rows", () => {
     expect(layerOf(pass([4, 8, 5, 5]), 4, opts({ flatten: true }), 100).shape).toEqual([100, 200]);
   });
 
-  test("--dtype casts; pooled integer passes become float64", () => {
+  test("rows keep the pass's dtype (bfloat16 as float32); --dtype casts; pooled integer passes become float64", () => {
+    expect(layerOf(pass([4, 8], "bfloat16"), 4, opts({}), 9)).toMatchObject({ descr: "<f4" });
+    expect(layerOf(pass([4, 8], "int32"), 4, opts({}), 9)).toMatchObject({ descr: "<i4" });
     expect(layerOf(pass([4, 8]), 4, opts({ dtype: "float16" }), 9)).toMatchObject({
       descr: "<f2",
       dtype: "float16",
     });
-    expect(layerOf(pass([4, 8, 2, 2], "<i8"), 4, opts({ pool: "mean" }), 9)).toMatchObject({
+    expect(layerOf(pass([4, 8, 2, 2], "int64"), 4, opts({ pool: "mean" }), 9)).toMatchObject({
       descr: "<f8",
     });
   });

@@ -3,9 +3,10 @@
 A conversation rather than one request: the agent loads the model and lists the stimuli, sends a
 `stimuli` frame, then answers the CLI's messages until `shutdown` (or stdin closes):
 
-- `dataset_inputs`: save stacked stimulus rows as .pt files, the inputs of `extract` runs (the
-  probe forward whose log labels the layers, and `--check`'s one-stimulus runs);
-- `dataset_graph`: the graph of the probe's forward (the first stimuli), which every batch must match;
+- `dataset_inputs`: save stacked stimulus rows as .pt files, the inputs of `--check`'s
+  one-stimulus `extract` runs;
+- `dataset_probe`: one captured forward of the first stimuli, streamed as an extract's dry run:
+  its layer log labels the passes, and every batch's graph must match it;
 - `dataset_run`: run batches under capture, check each forward's graph against the probe's, write
   the selected passes' rows into the layers' .npy files, make them durable, and send a `batch`
   frame per batch; the CLI records completion only on that frame;
@@ -21,6 +22,8 @@ import torch
 
 from ..capture.install import Wrappers
 from ..capture.run import run_captured
+from ..capture.session import CaptureSession
+from ..extract import send_done
 from ..errors import UserError
 from ..load import seed_everything
 from ..request import Loaded, guarded
@@ -58,7 +61,7 @@ def dataset(wire: Wire, request: Dict[str, Any]) -> int:
 
 # what a failure inside each message is about (errors.py: the error frame's phase); a UserError
 # names its own
-_PHASES = {"dataset_inputs": "stimuli", "dataset_graph": "capture", "dataset_run": "capture",
+_PHASES = {"dataset_inputs": "stimuli", "dataset_probe": "capture", "dataset_run": "capture",
            "dataset_compare": "internal"}
 
 
@@ -82,7 +85,7 @@ class Conversation:
         self.stimuli = stimuli
         self.workers = int(request.get("workers", 0))
         self.skip_bad = bool(request.get("skip_bad", False))
-        self.handlers = {"dataset_inputs": self.inputs, "dataset_graph": self.graph, "dataset_run": self.run,
+        self.handlers = {"dataset_inputs": self.inputs, "dataset_probe": self.probe, "dataset_run": self.run,
                          "dataset_compare": self.compare}
 
     # dataset_inputs -----------------------------------------------------------------------------
@@ -96,13 +99,20 @@ class Conversation:
             bad += [list(b) for b in batch.bad]
         self.wire.send({"type": "inputs", "bad": bad}, flush=True)
 
-    # dataset_graph -------------------------------------------------------------------------------
+    # dataset_probe -------------------------------------------------------------------------------
 
-    def graph(self, msg: Dict[str, Any]) -> None:
-        """The graph of one batch's forward (the probe's): what every batch is checked against."""
+    def probe(self, msg: Dict[str, Any]) -> None:
+        """One captured forward of rows [start, stop), streamed as an extract's dry run (`pass`,
+        `module`, `done` frames): the CLI builds its layer log with extract's own code, so labels
+        mean what they mean there, and every batch's graph is checked against it."""
+        wall0 = time.perf_counter()
         batch = next(iter_batches(self.stimuli, [(msg["start"], msg["stop"])], 0, self.skip_bad))
-        session = self._forward(batch.inputs, [], self.loaded.seed)
-        self.wire.send({"type": "graph", "graph": session.signature}, flush=True)
+        loaded = self.loaded
+        session = CaptureSession(self.wire, loaded.model, save="none")
+        seed_everything(loaded.seed)
+        out, forward_s = run_captured(self.wrappers, session, loaded.model, (batch.inputs.to(loaded.device),), {},
+                                      grad=loaded.grad)
+        send_done(self.wire, session, self.wrappers, session.add_outputs(out), forward_s, wall0)
 
     # dataset_run ---------------------------------------------------------------------------------
 

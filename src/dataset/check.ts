@@ -15,7 +15,7 @@ import type { Progress } from "../ui/progress.js";
 import type { CompareItem, DatasetAgent } from "./conversation.js";
 import type { DatasetSummary } from "./dataset.js";
 import { layerRequest } from "./dataset.js";
-import { type DatasetIndex, type ShardProgress, STIMULI } from "./layout.js";
+import { type DatasetIndex, rangeItems, type ShardProgress, STIMULI } from "./layout.js";
 import type { DatasetOptions } from "./options.js";
 import { batchAt } from "./shards.js";
 
@@ -63,7 +63,7 @@ export async function checkRows(
 ): Promise<DatasetSummary["check"]> {
   const rows = pickRows(
     index,
-    record.done,
+    rangeItems(record.done),
     new Set(record.bad.map((b) => b.row)),
     opts.check,
     opts.seed,

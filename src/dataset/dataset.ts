@@ -17,12 +17,14 @@ import { Progress } from "../ui/progress.js";
 import { checkRows } from "./check.js";
 import { type BatchFrame, DatasetAgent, type LayerRequest } from "./conversation.js";
 import {
+  addToRanges,
   type DatasetIdentity,
   type DatasetIndex,
   type DatasetLayer,
   doneBatches,
   MANIFEST,
   progressFile,
+  rangeCount,
   readIndex,
   readManifest,
   readProgress,
@@ -183,7 +185,7 @@ export async function runDataset(
     record.state = "interrupted";
     record.updated = new Date().toISOString();
     writeJsonAtomicSync(recordFile, record);
-    return `recorded shard ${shard.k}/${shard.n} as interrupted after ${record.done.length} batches (the same command resumes it)`;
+    return `recorded shard ${shard.k}/${shard.n} as interrupted after ${rangeCount(record.done)} batches (the same command resumes it)`;
   };
   return AgentSession.open({ python: opts.python, progress, onInterrupt }, (session) =>
     session.withAgent(async (raw) => {
@@ -247,7 +249,10 @@ export async function runDataset(
       const records = await readProgress(out);
       const done = doneBatches(records);
       if (mode === "check") {
-        const all = { done: [...done], bad: records.flatMap((r) => r.progress.bad) };
+        const all = {
+          done: [...done].sort((a, b) => a - b).map((i): [number, number] => [i, i + 1]),
+          bad: records.flatMap((r) => r.progress.bad),
+        };
         const check = await checkRows(agent, ds, out, all, opts, argv, progress);
         progress.stop();
         return { ...summary(none, 0, check), complete: done.size >= ds.batches.count };
@@ -266,7 +271,7 @@ export async function runDataset(
       let ranRows = 0;
       try {
         await agent.run(out, ds.layers.map(layerRequest), ds.graph, todo, async (b: BatchFrame) => {
-          rec.done.push(b.index);
+          addToRanges(rec.done, b.index);
           for (const [row, id, message] of b.bad) rec.bad.push({ row, id, message });
           rec.timings.forward_ms += b.forward_ms;
           rec.timings.wait_ms += b.wait_ms;
@@ -277,7 +282,7 @@ export async function runDataset(
           ranRows += b.stop - b.start;
           const rate = ranRows / ((performance.now() - runT0) / 1000);
           progress.update(
-            `batch ${rec.done.length}/${range.last - range.first} of shard ${shard.k}/${shard.n} · ${rate.toFixed(1)} stimuli/s`,
+            `batch ${rangeCount(rec.done)}/${range.last - range.first} of shard ${shard.k}/${shard.n} · ${rate.toFixed(1)} stimuli/s`,
           );
         });
         rec.state = "done";

@@ -91,7 +91,8 @@ export interface ShardProgress {
   shard: Shard;
   /** Its batches: [first, last). */
   batches: { first: number; last: number };
-  done: number[];
+  /** The batches it completed, as sorted [first, last) ranges (one range for a task run in order). */
+  done: Ranges;
   /** Stimuli that could not be read (--skip-bad): their rows hold NaN. */
   bad: { row: number; id: string; message: string }[];
   state: ShardState;
@@ -114,6 +115,32 @@ export interface DatasetManifest {
   updated: string;
   batches: { count: number; done: number };
   bad: { row: number; id: string; message: string }[];
+}
+
+/** Sorted, disjoint [first, last) ranges of batch indices: a record's size does not grow with N. */
+export type Ranges = [number, number][];
+
+/** Add `i` to `ranges` (in place), merging neighbours. */
+export function addToRanges(ranges: Ranges, i: number): void {
+  let k = 0;
+  while (k < ranges.length && ranges[k][1] < i) k++;
+  if (k < ranges.length && ranges[k][0] <= i && i < ranges[k][1]) return;
+  if (k < ranges.length && ranges[k][1] === i) ranges[k][1] = i + 1;
+  else if (k < ranges.length && ranges[k][0] === i + 1) ranges[k][0] = i;
+  else ranges.splice(k, 0, [i, i + 1]);
+  const next = ranges[k + 1];
+  if (next && next[0] === ranges[k][1]) {
+    ranges[k][1] = next[1];
+    ranges.splice(k + 1, 1);
+  }
+}
+
+export function rangeItems(ranges: Ranges): number[] {
+  return ranges.flatMap(([a, b]) => Array.from({ length: b - a }, (_, j) => a + j));
+}
+
+export function rangeCount(ranges: Ranges): number {
+  return ranges.reduce((n, [a, b]) => n + b - a, 0);
 }
 
 /** The file name of a pass's rows: `linear_1_2:3` → layers/linear_1_2-3.npy. */
@@ -253,5 +280,5 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>, staleMs = 3
 
 /** The batches some task recorded complete. */
 export function doneBatches(records: { progress: ShardProgress }[]): Set<number> {
-  return new Set(records.flatMap((r) => r.progress.done));
+  return new Set(records.flatMap((r) => rangeItems(r.progress.done)));
 }

@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import {
   doneBatches,
+  rangeItems,
   readManifest,
   readProgress,
   requireIndex,
@@ -92,7 +93,7 @@ export async function datasetStatus(dir: string): Promise<DatasetStatus> {
     shards.push({
       shard: key,
       batches: span(p.batches.first, p.batches.last),
-      done: p.done.filter((i) => i >= p.batches.first && i < p.batches.last).length,
+      done: rangeItems(p.done).filter((i) => i >= p.batches.first && i < p.batches.last).length,
       total,
       state,
       why,

@@ -2,7 +2,13 @@
  * choice of rows, the Slurm job script. */
 import { pickRows } from "../../src/dataset/check.js";
 import type { DatasetIdentity, DatasetIndex } from "../../src/dataset/layout.js";
-import { layerFile } from "../../src/dataset/layout.js";
+import {
+  addToRanges,
+  layerFile,
+  type Ranges,
+  rangeCount,
+  rangeItems,
+} from "../../src/dataset/layout.js";
 import type { DatasetOptions } from "../../src/dataset/options.js";
 import { identityChange } from "../../src/dataset/options.js";
 import { layerOf } from "../../src/dataset/prepare.js";
@@ -198,5 +204,24 @@ describe("the Slurm job script", () => {
       /exec \/usr\/bin\/node \/opt\/tl\/bin\/torchlens\.js dataset \/m\.py -o '\/data\/out dir' --shard "\$\{SLURM_ARRAY_TASK_ID\}\/8"/,
     );
     expect(shellWord("it's")).toBe(`'it'\\''s'`);
+  });
+});
+
+describe("a progress record's done batches", () => {
+  test("are kept as merged ranges whatever the order they arrive in", () => {
+    const r: Ranges = [];
+    for (const i of [0, 1, 2, 7, 5, 6, 3, 3, 10]) addToRanges(r, i);
+    expect(r).toEqual([
+      [0, 4],
+      [5, 8],
+      [10, 11],
+    ]);
+    addToRanges(r, 4);
+    expect(r).toEqual([
+      [0, 8],
+      [10, 11],
+    ]);
+    expect(rangeCount(r)).toBe(9);
+    expect(rangeItems([[2, 4]])).toEqual([2, 3]);
   });
 });

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes a checkout ready to run and test: npm packages, a Python with torch, numpy, msgpack and
 # pytest (from Debian's packages when none is found and apt-get may be used), and the build.
-# With --test also what only the tests need: torchvision and torchaudio for the real-model tests,
-# and Chromium for the test that renders a graph in a browser (each from Debian's packages when
-# missing and apt-get may be used; otherwise those tests say they were skipped).
+# With --test also what only the tests need: torchvision, torchaudio and Pillow for the real-model
+# and image tests, Chromium for the test that renders a graph in a browser, and Slurm with munge
+# for the dataset's scheduler tests (each from Debian's packages when missing and apt-get may be
+# used; otherwise those tests say they were skipped).
 # With --torch2 (--test does it too) also the torch 2 environment in .venv-torch2, for the tests
 # that run again under torch 2 (step 5); where no torch 2 can be installed offline, one note
 # says so and the torch 2 tests are skipped.
@@ -93,8 +94,11 @@ if [[ $for_tests -eq 1 ]]; then
   if is_debian_python "$PY"; then
     "$PY" -c 'import torchvision' 2>/dev/null || missing+=(python3-torchvision)
     "$PY" -c 'import torchaudio' 2>/dev/null || missing+=(python3-torchaudio)
+    "$PY" -c 'import PIL' 2>/dev/null || missing+=(python3-pil)
   fi
   command -v chromium >/dev/null || missing+=(chromium)
+  # a one-node Slurm cluster for the dataset's scheduler tests (scripts/slurm-cluster.sh)
+  PATH=$PATH:/usr/sbin command -v slurmctld >/dev/null || missing+=(slurmctld slurmd slurm-client munge)
   if [[ ${#missing[@]} -gt 0 ]]; then
     if can_apt; then
       apt_install "${missing[@]}"

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { benchDataset, datasetMarkdown, datasetSectionOf, withDatasetSection } from "./dataset.mjs";
 import { machine as describeMachine, freeDisk, meminfo } from "./lib/machine.mjs";
 import {
   agentAlone,
@@ -24,6 +25,9 @@ import { markdown, stdoutTable, summarizeModel } from "./lib/report.mjs";
 import { fmt, MB, summarize } from "./lib/stats.mjs";
 
 const HELP = `usage: npm run bench -- [--only NAME[,NAME]] [--runs N] [--big]
+
+dataset (in --only, or in a full run): torchlens dataset against a hand-written hook loop
+  (bench/dataset.mjs), resnet18 over 512 generated images, then peak memory at 8192.
 
 Models: ${"bigconv-1g, bigconv-8g (only with --big or when named in --only), tiny_transformer, resnet18, rnn_loop"}
   --only NAMES   run only these models (comma-separated)
@@ -102,7 +106,7 @@ function parseOptions(argv) {
         .filter(Boolean)
     : null;
   for (const n of only ?? []) {
-    if (!MODELS.some((m) => m.name === n))
+    if (n !== "dataset" && !MODELS.some((m) => m.name === n))
       throw new Error(`unknown model ${n}; models: ${MODELS.map((m) => m.name).join(", ")}`);
   }
   return { runs, runsGiven: values.runs !== undefined, only, big: values.big, argv };
@@ -160,8 +164,26 @@ function checkBuild() {
   return null;
 }
 
+/** `torchlens dataset` against the hand loop (bench/dataset.mjs): its own section of RESULTS.md. */
+async function runDatasetBench(opts) {
+  const result = await benchDataset({ runs: opts.runs });
+  const file = path.join(ROOT, "bench/RESULTS.md");
+  const text = fs.existsSync(file)
+    ? fs.readFileSync(file, "utf8")
+    : "# torchlens benchmark results\n";
+  fs.writeFileSync(file, withDatasetSection(text, datasetMarkdown(result)));
+  const S = result.S;
+  console.log(
+    `dataset: torchlens ${fmt(S.tlRate.median)} stimuli/s, hand loop ${fmt(S.handRate.median)} (ratio ${fmt(S.ratio.median)}); ` +
+      `peak ${fmt(S.tlPeak.median / MB)} MB at ${result.images}` +
+      (result.bigRun ? `, ${fmt(result.bigRun.peak / MB)} MB at ${result.big}` : "") +
+      " (bench/RESULTS.md)",
+  );
+}
+
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
+  if (opts.only?.length === 1 && opts.only[0] === "dataset") return runDatasetBench(opts);
   const started = performance.now();
   const notes = [];
   const staleNote = checkBuild();
@@ -185,6 +207,7 @@ async function main() {
   const models = MODELS.filter((m) =>
     opts.only ? opts.only.includes(m.name) : !m.big || opts.big,
   );
+  const withDataset = !opts.only || opts.only.includes("dataset");
   const data = {};
   for (const m of MODELS)
     if (!models.includes(m))
@@ -311,7 +334,11 @@ async function main() {
     notes,
     elapsedMs,
   });
-  fs.writeFileSync(path.join(ROOT, "bench/RESULTS.md"), md);
+  const resultsFile = path.join(ROOT, "bench/RESULTS.md");
+  const kept = fs.existsSync(resultsFile)
+    ? datasetSectionOf(fs.readFileSync(resultsFile, "utf8"))
+    : "";
+  fs.writeFileSync(resultsFile, kept ? withDatasetSection(md, kept) : md);
   console.log(stdoutTable(shown, summaries));
   console.log(
     `\nmedians of ${opts.runs} run(s); peak = CLI + agent RSS summed per 20 ms sample; plain peak g/ng = autograd on / no_grad; ` +
@@ -326,6 +353,7 @@ async function main() {
     );
   }
   for (const n of notes) console.log(`note: ${n}`);
+  if (withDataset) await runDatasetBench(opts);
   const failed = Object.values(data).flatMap((d) => d.runs.flatMap((r) => r.errors ?? []));
   if (failed.length) {
     console.log(`\n${failed.length} measurement(s) failed:`);

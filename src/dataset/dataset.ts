@@ -23,6 +23,7 @@ import {
   type DatasetLayer,
   doneBatches,
   MANIFEST,
+  processAlive,
   progressFile,
   rangeCount,
   readIndex,
@@ -78,15 +79,6 @@ function slurmIds(env: NodeJS.ProcessEnv): ShardProgress["slurm"] {
   };
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** This task's progress record: the one a previous attempt left, or a new one. */
 async function startProgress(
   out: string,
@@ -96,7 +88,12 @@ async function startProgress(
 ): Promise<ShardProgress> {
   const old = (await readProgress(out)).find((r) => r.file === progressFile(shard))?.progress;
   const host = os.hostname();
-  if (old?.state === "running" && old.host === host && old.pid !== process.pid && pidAlive(old.pid))
+  if (
+    old?.state === "running" &&
+    old.host === host &&
+    old.pid !== process.pid &&
+    processAlive(old.pid)
+  )
     throw usageError(
       `shard ${shard.k}/${shard.n} of ${out} is being run by process ${old.pid} on this host`,
       "wait for it to finish (torchlens dataset status shows it), or stop it first",

@@ -278,6 +278,16 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>, staleMs = 3
   }
 }
 
+/** Whether process `pid` still runs on this host (a task's record names it). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** The batches some task recorded complete. */
 export function doneBatches(records: { progress: ShardProgress }[]): Set<number> {
   return new Set(records.flatMap((r) => rangeItems(r.progress.done)));

@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import {
   doneBatches,
+  processAlive,
   rangeItems,
   readManifest,
   readProgress,
@@ -41,15 +42,6 @@ export interface DatasetStatus {
   bad: { row: number; id: string; message: string }[];
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** Batches [first, last) as people read them: "4-7", "4", or "none". */
 function span(first: number, last: number): string {
   return last <= first ? "none" : last - first === 1 ? `${first}` : `${first}-${last - 1}`;
@@ -80,7 +72,7 @@ export async function datasetStatus(dir: string): Promise<DatasetStatus> {
     let state: ShardStatus["state"] = p.state;
     let why: string | null = p.error;
     if (p.state === "running") {
-      if (p.host === os.hostname() && !alive(p.pid)) {
+      if (p.host === os.hostname() && !processAlive(p.pid)) {
         state = "interrupted";
         why = `process ${p.pid} is gone`;
       } else if (job && (await inQueue(job)) === null) {

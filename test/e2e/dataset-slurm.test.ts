@@ -4,11 +4,11 @@
  * generated images gives files byte-identical to a single process; a task cancelled mid-way shows
  * as interrupted, and submitting again reruns that shard alone and completes the set.
  */
-import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { fixture, python, ROOT, tempDir, torchlens } from "../helpers/cli.js";
+import { doneCount, json, layerHashes } from "../helpers/dataset.js";
 import { type Cluster, startCluster } from "../helpers/slurm.js";
 
 const HAS_PIL = (await python(["-c", "import PIL"])).exitCode === 0;
@@ -22,19 +22,6 @@ afterAll(async () => {
 const tmp = tempDir("torchlens-slurm-");
 afterAll(() => tmp.cleanup());
 const at = (...p: string[]) => path.join(tmp.dir, ...p);
-const json = (file: string) => JSON.parse(readFileSync(file, "utf8"));
-/** Batches a progress record says done (it keeps them as [first, last) ranges). */
-const doneCount = (file: string) =>
-  (json(file).done as [number, number][]).reduce((n, [a, b]) => n + b - a, 0);
-
-function layerHashes(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(path.join(dir, "layers")).sort())
-    out[name] = createHash("sha256")
-      .update(readFileSync(path.join(dir, "layers", name)))
-      .digest("hex");
-  return out;
-}
 
 async function until(
   what: string,

@@ -4,11 +4,11 @@
  * and bad input. Stimuli are generated (test/helpers/make_stimuli.py).
  */
 import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { BIN, fixture, PYTHON, python, ROOT, tempDir, torchlens } from "../helpers/cli.js";
+import { doneCount, json, layerHashes } from "../helpers/dataset.js";
 
 const tmp = tempDir("torchlens-dataset-");
 afterAll(() => tmp.cleanup());
@@ -24,21 +24,6 @@ async function make(...args: string[]): Promise<void> {
 
 /** Image stimuli need Pillow, which the torch 2 environment lacks: those cases skip there. */
 const HAS_PIL = (await python(["-c", "import PIL"])).exitCode === 0;
-
-/** Every file of a dataset's layers/, by content: what byte-identical means. */
-function layerHashes(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(path.join(dir, "layers")).sort())
-    out[name] = createHash("sha256")
-      .update(readFileSync(path.join(dir, "layers", name)))
-      .digest("hex");
-  return out;
-}
-
-const json = (file: string) => JSON.parse(readFileSync(file, "utf8"));
-/** Batches a progress record says done (it keeps them as [first, last) ranges). */
-const doneCount = (file: string) =>
-  (json(file).done as [number, number][]).reduce((n, [a, b]) => n + b - a, 0);
 
 /** numpy, by a script on stdin-free argv: prints what `code` prints. */
 async function py(code: string): Promise<string> {

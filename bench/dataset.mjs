@@ -13,6 +13,7 @@ import path from "node:path";
 import { machine as describeMachine } from "./lib/machine.mjs";
 import { CLI, ROOT } from "./lib/measure.mjs";
 import { runMonitored } from "./lib/procmon.mjs";
+import { alignTables } from "./lib/report.mjs";
 import { fmt, MB, summarize } from "./lib/stats.mjs";
 
 const PYTHON = process.env.TORCHLENS_PYTHON || "/usr/bin/python3";
@@ -166,27 +167,29 @@ const c = (s, scale = 1) =>
 export function datasetMarkdown(r) {
   const m = r.machine;
   const flat = r.bigRun ? r.bigRun.peak / r.S.tlPeak.median : null;
-  return [
-    MARK_BEGIN,
-    "## Datasets: `torchlens dataset` against the hand-written loop",
-    "",
-    `Measured ${m.date} on ${m.cpu}, ${m.cores} cores, ${fmt(m.memTotal / 2 ** 30)} GiB (${m.kernel}, Node ${m.node}, ${PYTHON}). Reproduce: \`npm run bench -- --only dataset\` (\`node bench/run.mjs --only dataset [--runs N]\`).`,
-    "",
-    `torchvision resnet18 (weights=None, eval) over ${r.images} generated 224×224 JPEG images at batch ${BATCH}, saving ${MODULES.length} layers (${MODULES.map((x) => `\`${x}@out\``).join(", ")}: ${fmt(r.bytes / MB)} MB of rows), ${r.workers} decoding worker(s) for both, torch's default threads. Whole-process wall time from spawn to exit, so start-up (Python, torch, the model, and for torchlens Node and the probe forward) counts for both. ${r.runs} runs each, alternating; peak = the summed RSS of the process tree (20 ms samples). torchlens: \`torchlens dataset ${"MODEL IMAGES"} -o OUT --layers ... --preset imagenet --batch-size ${BATCH} --workers ${r.workers}\`. Hand loop: \`bench/dataset_handloop.py\` (DataLoader, torchvision's Resize(256)/CenterCrop(224)/ToTensor/Normalize, forward hooks, \`np.lib.format.open_memmap\` arrays). The two outputs agree to ${r.maxRel?.toExponential(1)} of scale.`,
-    "",
-    "| measure | torchlens dataset | hand loop |",
-    "|---|---|---|",
-    `| stimuli/s, median (min–max) | ${c(r.S.tlRate)} | ${c(r.S.handRate)} |`,
-    `| throughput ratio torchlens / hand loop (target ≥ 0.8) | ${c(r.S.ratio)} | |`,
-    `| peak memory at ${r.images} stimuli, MB | ${c(r.S.tlPeak, 1 / MB)} | ${c(r.S.handPeak, 1 / MB)} |`,
-    r.bigRun
-      ? `| peak memory at ${r.big} stimuli (one run), MB | ${fmt(r.bigRun.peak / MB)} (${fmt(flat)}× the ${r.images}-stimulus peak; ${fmt(r.big / (r.bigRun.wallMs / 1000))} stimuli/s) | |`
-      : `| peak memory at a larger count | not run | |`,
-    `| other processes' cores during the runs | ${c(r.S.others)} | |`,
-    "",
-    MARK_END,
-    "",
-  ].join("\n");
+  return alignTables(
+    [
+      MARK_BEGIN,
+      "## Datasets: `torchlens dataset` against the hand-written loop",
+      "",
+      `Measured ${m.date} on ${m.cpu}, ${m.cores} cores, ${fmt(m.memTotal / 2 ** 30)} GiB (${m.kernel}, Node ${m.node}, ${PYTHON}). Reproduce: \`npm run bench -- --only dataset\` (\`node bench/run.mjs --only dataset [--runs N]\`).`,
+      "",
+      `torchvision resnet18 (weights=None, eval) over ${r.images} generated 224×224 JPEG images at batch ${BATCH}, saving ${MODULES.length} layers (${MODULES.map((x) => `\`${x}@out\``).join(", ")}: ${fmt(r.bytes / MB)} MB of rows), ${r.workers} decoding worker(s) for both, torch's default threads. Whole-process wall time from spawn to exit, so start-up (Python, torch, the model, and for torchlens Node and the probe forward) counts for both. ${r.runs} runs each, alternating; peak = the summed RSS of the process tree (20 ms samples). torchlens: \`torchlens dataset ${"MODEL IMAGES"} -o OUT --layers ... --preset imagenet --batch-size ${BATCH} --workers ${r.workers}\`. Hand loop: \`bench/dataset_handloop.py\` (DataLoader, torchvision's Resize(256)/CenterCrop(224)/ToTensor/Normalize, forward hooks, \`np.lib.format.open_memmap\` arrays). The two outputs agree to ${r.maxRel?.toExponential(1)} of scale.`,
+      "",
+      "| measure | torchlens dataset | hand loop |",
+      "|---|---|---|",
+      `| stimuli/s, median (min–max) | ${c(r.S.tlRate)} | ${c(r.S.handRate)} |`,
+      `| throughput ratio torchlens / hand loop (target ≥ 0.8) | ${c(r.S.ratio)} | |`,
+      `| peak memory at ${r.images} stimuli, MB | ${c(r.S.tlPeak, 1 / MB)} | ${c(r.S.handPeak, 1 / MB)} |`,
+      r.bigRun
+        ? `| peak memory at ${r.big} stimuli (one run), MB | ${fmt(r.bigRun.peak / MB)} (${fmt(flat)}× the ${r.images}-stimulus peak; ${fmt(r.big / (r.bigRun.wallMs / 1000))} stimuli/s) | |`
+        : `| peak memory at a larger count | not run | |`,
+      `| other processes' cores during the runs | ${c(r.S.others)} | |`,
+      "",
+      MARK_END,
+      "",
+    ].join("\n"),
+  );
 }
 
 /** RESULTS.md with the dataset section replaced (or added at the end). */

@@ -16,6 +16,12 @@ const at = (...p: string[]) => path.join(tmp.dir, ...p);
 const MAKE = path.join(ROOT, "test/helpers/make_stimuli.py");
 const CNN = fixture("cnn.py");
 const LAYERS = ["--layers", "relu,linear"];
+/** `torchlens dataset` of the bundled CNN over the 40 .npy stimuli into `out`. */
+const onNpy = (out: string, ...flags: string[]) =>
+  torchlens(["dataset", CNN, at("stim.npy"), "-o", out, ...flags]);
+/** The .npy case's command: those stimuli at batch 16, the LAYERS. */
+const npyDataset = (out: string, ...extra: string[]) =>
+  onNpy(out, ...LAYERS, "--batch-size", "16", ...extra);
 
 async function make(...args: string[]): Promise<void> {
   const res = await python([MAKE, ...args]);
@@ -40,17 +46,7 @@ describe("dataset over a .npy array: one N × … matrix per selected pass", () 
   const out = at("full");
   let res: Awaited<ReturnType<typeof torchlens>>;
   beforeAll(async () => {
-    res = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      out,
-      ...LAYERS,
-      "--batch-size",
-      "16",
-      "--json",
-    ]);
+    res = await npyDataset(out, "--json");
   }, 120_000);
 
   test("it succeeds and says the dataset is complete", () => {
@@ -119,36 +115,14 @@ print(json.dumps([a.shape, b.shape, float(np.abs(a - outs[0].numpy()).max()), fl
 
   test("a rerun of the same command runs nothing and changes nothing", async () => {
     const before = layerHashes(out);
-    const again = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      out,
-      ...LAYERS,
-      "--batch-size",
-      "16",
-      "--json",
-    ]);
+    const again = await npyDataset(out, "--json");
     expect(again.exitCode).toBe(0);
     expect(JSON.parse(again.stdout).batches).toEqual({ shard: 3, ran: 0, skipped: 3 });
     expect(layerHashes(out)).toEqual(before);
   }, 60_000);
 
   test("--check re-extracts stimuli one at a time through extract and finds the rows equal", async () => {
-    const again = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      out,
-      ...LAYERS,
-      "--batch-size",
-      "16",
-      "--check",
-      "3",
-      "--json",
-    ]);
+    const again = await npyDataset(out, "--check", "3", "--json");
     expect(again.exitCode).toBe(0);
     expect(JSON.parse(again.stdout).check).toMatchObject({ stimuli: 3, layers: 5 });
   }, 120_000);
@@ -182,18 +156,7 @@ print(json.dumps([a.shape, b.shape, float(np.abs(a - outs[0].numpy()).max()), fl
     ]);
     expect(other.exitCode).toBe(2);
     expect(other.stderr).toMatch(/holds another dataset: the model file differs/);
-    const dtype = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      out,
-      ...LAYERS,
-      "--batch-size",
-      "16",
-      "--dtype",
-      "float16",
-    ]);
+    const dtype = await npyDataset(out, "--dtype", "float16");
     expect(dtype.exitCode).toBe(2);
     expect(dtype.stderr).toMatch(/--dtype null, and this command gives "float16"/);
     await make("npy", at("stim50.npy"), "50");
@@ -225,21 +188,7 @@ print(json.dumps([a.shape, b.shape, float(np.abs(a - outs[0].numpy()).max()), fl
   test("three shards started at once write the same files, byte for byte", async () => {
     const sharded = at("sharded");
     const runs = await Promise.all(
-      ["1/3", "2/3", "3/3"].map((s) =>
-        torchlens([
-          "dataset",
-          CNN,
-          at("stim.npy"),
-          "-o",
-          sharded,
-          ...LAYERS,
-          "--batch-size",
-          "16",
-          "--shard",
-          s,
-          "--json",
-        ]),
-      ),
+      ["1/3", "2/3", "3/3"].map((s) => npyDataset(sharded, "--shard", s, "--json")),
     );
     for (const r of runs) expect(r.exitCode).toBe(0);
     expect(runs.filter((r) => JSON.parse(r.stdout).prepared).length).toBe(1);
@@ -254,11 +203,7 @@ print(json.dumps([a.shape, b.shape, float(np.abs(a - outs[0].numpy()).max()), fl
 describe("dataset options shape the rows", () => {
   test("--pool mean --dtype float16 gives N × C float16 rows equal to the spatial mean", async () => {
     const out = at("pooled");
-    const res = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
+    const res = await onNpy(
       out,
       "--layers",
       "relu_1_3",
@@ -268,7 +213,7 @@ describe("dataset options shape the rows", () => {
       "float16",
       "--batch-size",
       "8",
-    ]);
+    );
     expect(res.exitCode).toBe(0);
     const index = json(path.join(out, "index.json"));
     expect(index.layers[0]).toMatchObject({
@@ -296,18 +241,7 @@ print(a.dtype, float(np.abs(a.astype(np.float32) - ref).max() / np.abs(ref).max(
 
   test("--flatten gives one vector per stimulus", async () => {
     const out = at("flat");
-    const res = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      out,
-      "--layers",
-      "features.3@out",
-      "--flatten",
-      "--batch-size",
-      "20",
-    ]);
+    const res = await onNpy(out, "--layers", "features.3@out", "--flatten", "--batch-size", "20");
     expect(res.exitCode).toBe(0);
     expect(json(path.join(out, "index.json")).layers[0].shape).toEqual([40, 8 * 16 * 16]);
   }, 120_000);
@@ -338,6 +272,26 @@ print(a.dtype, float(np.abs(a.astype(np.float32) - ref).max() / np.abs(ref).max(
 });
 
 describe("interrupted datasets never look complete and resume where they stopped", () => {
+  /** The CNN slowed to 0.15 s a forward (slow.py, written by the first test), batch 2: 20 batches. */
+  const slowArgs = (out: string) => [
+    BIN,
+    "dataset",
+    at("slow.py"),
+    at("stim.npy"),
+    "-o",
+    out,
+    ...LAYERS,
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+  ];
+  const startSlow = (out: string) =>
+    spawn("node", slowArgs(out), {
+      env: { ...process.env, TORCHLENS_PYTHON: PYTHON },
+      stdio: "ignore",
+    });
+
   test("a task killed outright (SIGKILL) is shown interrupted; the rerun completes with the same bytes", async () => {
     const slow = at("slow.py");
     writeFileSync(
@@ -345,23 +299,8 @@ describe("interrupted datasets never look complete and resume where they stopped
       `import sys, time\nsys.path.insert(0, ${JSON.stringify(path.dirname(CNN))})\nfrom cnn import build_model as _base\n\ndef build_model():\n    m = _base()\n    m.register_forward_hook(lambda *a: time.sleep(0.15))\n    return m\n`,
     );
     const out = at("killed");
-    const args = [
-      BIN,
-      "dataset",
-      slow,
-      at("stim.npy"),
-      "-o",
-      out,
-      ...LAYERS,
-      "--batch-size",
-      "2",
-      "--workers",
-      "0",
-    ];
-    const child = spawn("node", args, {
-      env: { ...process.env, TORCHLENS_PYTHON: PYTHON },
-      stdio: "ignore",
-    });
+    const args = slowArgs(out);
+    const child = startSlow(out);
     const record = path.join(out, "progress/shard-0001-of-0001.json");
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
@@ -383,47 +322,13 @@ describe("interrupted datasets never look complete and resume where they stopped
     expect(summary.complete).toBe(true);
     expect(summary.batches.skipped).toBeGreaterThanOrEqual(done);
     const whole = at("unkilled");
-    expect(
-      (
-        await torchlens([
-          "dataset",
-          slow,
-          at("stim.npy"),
-          "-o",
-          whole,
-          ...LAYERS,
-          "--batch-size",
-          "2",
-          "--workers",
-          "0",
-        ])
-      ).exitCode,
-    ).toBe(0);
+    expect((await torchlens(slowArgs(whole).slice(1))).exitCode).toBe(0);
     expect(layerHashes(out)).toEqual(layerHashes(whole));
   }, 180_000);
 
   test("SIGTERM records the task as interrupted", async () => {
     const out = at("termed");
-    const child = spawn(
-      "node",
-      [
-        BIN,
-        "dataset",
-        at("slow.py"),
-        at("stim.npy"),
-        "-o",
-        out,
-        ...LAYERS,
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-      ],
-      {
-        env: { ...process.env, TORCHLENS_PYTHON: PYTHON },
-        stdio: "ignore",
-      },
-    );
+    const child = startSlow(out);
     const record = path.join(out, "progress/shard-0001-of-0001.json");
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && !(existsSync(record) && doneCount(record) >= 1))
@@ -439,7 +344,7 @@ describe("interrupted datasets never look complete and resume where they stopped
 describe("bad input: a clear error, a non-zero exit, nothing already written lost", () => {
   test("a selector that matches nothing names close matches (exit 2) and leaves no output", async () => {
     const out = at("nomatch");
-    const res = await torchlens(["dataset", CNN, at("stim.npy"), "-o", out, "--layers", "conv9d"]);
+    const res = await onNpy(out, "--layers", "conv9d");
     expect(res.exitCode).toBe(2);
     expect(res.stderr).toMatch(/matches no pass/);
     expect(existsSync(out)).toBe(false);
@@ -447,16 +352,7 @@ describe("bad input: a clear error, a non-zero exit, nothing already written los
   }, 60_000);
 
   test("a shard outside 1..N is refused before anything starts", async () => {
-    const res = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      at("badshard"),
-      ...LAYERS,
-      "--shard",
-      "5/3",
-    ]);
+    const res = await onNpy(at("badshard"), ...LAYERS, "--shard", "5/3");
     expect(res.exitCode).toBe(2);
     expect(res.stderr).toMatch(/shard 5 is outside 1\.\.3/);
   });
@@ -468,14 +364,7 @@ describe("bad input: a clear error, a non-zero exit, nothing already written los
     expect((await torchlens(["dataset", CNN, at("stim.npy"), ...LAYERS])).stderr).toMatch(
       /needs -o DIR/,
     );
-    const res = await torchlens([
-      "dataset",
-      CNN,
-      at("stim.npy"),
-      "-o",
-      path.join(ROOT, "fixtures"),
-      ...LAYERS,
-    ]);
+    const res = await onNpy(path.join(ROOT, "fixtures"), ...LAYERS);
     expect(res.exitCode).toBe(2);
     expect(res.stderr).toMatch(/not a torchlens dataset/);
   }, 60_000);

@@ -37,6 +37,9 @@ class DropWire:
     def send(self, header, flush=False):
         pass
 
+    def place(self, record, nbytes, ndim):
+        pass
+
     def send_data(self, pass_id, payload, owned=False):
         pass
 

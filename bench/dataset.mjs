@@ -14,6 +14,7 @@ import { machine as describeMachine } from "./lib/machine.mjs";
 import { CLI, ROOT } from "./lib/measure.mjs";
 import { runMonitored } from "./lib/procmon.mjs";
 import { alignTables } from "./lib/report.mjs";
+import { sectionOf, withSection } from "./lib/sections.mjs";
 import { fmt, MB, summarize } from "./lib/stats.mjs";
 
 const PYTHON = process.env.TORCHLENS_PYTHON || "/usr/bin/python3";
@@ -194,15 +195,10 @@ export function datasetMarkdown(r) {
 
 /** RESULTS.md with the dataset section replaced (or added at the end). */
 export function withDatasetSection(text, section) {
-  const a = text.indexOf(MARK_BEGIN);
-  const b = text.indexOf(MARK_END);
-  if (a >= 0 && b > a) return text.slice(0, a) + section + text.slice(b + MARK_END.length + 1);
-  return `${text.trimEnd()}\n\n${section}`;
+  return withSection(text, { begin: MARK_BEGIN, end: MARK_END }, section);
 }
 
 /** The dataset section of an existing RESULTS.md, or "" (run.mjs keeps it when it rewrites the file). */
 export function datasetSectionOf(text) {
-  const a = text.indexOf(MARK_BEGIN);
-  const b = text.indexOf(MARK_END);
-  return a >= 0 && b > a ? text.slice(a, b + MARK_END.length + 1) : "";
+  return sectionOf(text, { begin: MARK_BEGIN, end: MARK_END });
 }

@@ -23,9 +23,12 @@ import {
 import { writeHarness } from "./lib/python.mjs";
 import { markdown, stdoutTable, summarizeModel } from "./lib/report.mjs";
 import { fmt, MB, summarize } from "./lib/stats.mjs";
+import { benchSpeed, speedMarkdown, speedSectionOf, withSpeedSection } from "./speed.mjs";
 
 const HELP = `usage: npm run bench -- [--only NAME[,NAME]] [--runs N] [--big]
 
+speed (in --only, or in a full run): the captured forward against the plain forward on each torch
+  found, default threads and one (bench/speed.mjs).
 dataset (in --only, or in a full run): torchlens dataset against a hand-written hook loop
   (bench/dataset.mjs), resnet18 over 512 generated images, then peak memory at 8192.
 
@@ -106,7 +109,7 @@ function parseOptions(argv) {
         .filter(Boolean)
     : null;
   for (const n of only ?? []) {
-    if (n !== "dataset" && !MODELS.some((m) => m.name === n))
+    if (n !== "dataset" && n !== "speed" && !MODELS.some((m) => m.name === n))
       throw new Error(`unknown model ${n}; models: ${MODELS.map((m) => m.name).join(", ")}`);
   }
   return { runs, runsGiven: values.runs !== undefined, only, big: values.big, argv };
@@ -181,9 +184,28 @@ async function runDatasetBench(opts) {
   );
 }
 
+/** Captured against plain forward on each torch (bench/speed.mjs): its own section of RESULTS.md. */
+async function runSpeedBench(opts) {
+  const result = await benchSpeed({ runs: opts.runs });
+  const file = path.join(ROOT, "bench/RESULTS.md");
+  const text = fs.existsSync(file)
+    ? fs.readFileSync(file, "utf8")
+    : "# torchlens benchmark results\n";
+  fs.writeFileSync(file, withSpeedSection(text, speedMarkdown(result)));
+  for (const r of result.rows)
+    console.log(
+      `speed: torch ${r.torch} (${r.threads} thread(s)) ${r.model.name}: ${fmt(r.S.multiple.median, 3)}× the plain forward (bench/RESULTS.md)`,
+    );
+}
+
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  if (opts.only?.length === 1 && opts.only[0] === "dataset") return runDatasetBench(opts);
+  const sections = ["dataset", "speed"];
+  if (opts.only?.every((n) => sections.includes(n))) {
+    if (opts.only.includes("speed")) await runSpeedBench(opts);
+    if (opts.only.includes("dataset")) await runDatasetBench(opts);
+    return;
+  }
   const started = performance.now();
   const notes = [];
   const staleNote = checkBuild();
@@ -335,10 +357,13 @@ async function main() {
     elapsedMs,
   });
   const resultsFile = path.join(ROOT, "bench/RESULTS.md");
-  const kept = fs.existsSync(resultsFile)
-    ? datasetSectionOf(fs.readFileSync(resultsFile, "utf8"))
-    : "";
-  fs.writeFileSync(resultsFile, kept ? withDatasetSection(md, kept) : md);
+  const before = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, "utf8") : "";
+  let written = md;
+  const keptDataset = datasetSectionOf(before);
+  if (keptDataset) written = withDatasetSection(written, keptDataset);
+  const keptSpeed = speedSectionOf(before);
+  if (keptSpeed) written = withSpeedSection(written, keptSpeed);
+  fs.writeFileSync(resultsFile, written);
   console.log(stdoutTable(shown, summaries));
   console.log(
     `\nmedians of ${opts.runs} run(s); peak = CLI + agent RSS summed per 20 ms sample; plain peak g/ng = autograd on / no_grad; ` +
@@ -353,6 +378,7 @@ async function main() {
     );
   }
   for (const n of notes) console.log(`note: ${n}`);
+  if (!opts.only || opts.only.includes("speed")) await runSpeedBench(opts);
   if (withDataset) await runDatasetBench(opts);
   const failed = Object.values(data).flatMap((d) => d.runs.flatMap((r) => r.errors ?? []));
   if (failed.length) {

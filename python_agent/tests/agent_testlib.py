@@ -33,6 +33,9 @@ class FrameCollector:
     def send(self, header: Dict[str, Any], *, flush: bool = False) -> None:
         self.frames.append(dict(header))
 
+    def place(self, record: Dict[str, Any], nbytes: int, ndim: int) -> None:
+        pass  # no direct file: every payload travels in frames
+
     def send_data(self, pass_id: int, payload: memoryview, owned: bool = False) -> None:
         data = bytes(payload)
         self.frames.append({"type": "data", "id": pass_id, "nbytes": len(data)})

@@ -454,3 +454,64 @@ def test_a_closed_pipe_surfaces_as_wire_closed_on_a_later_send():
     with pytest.raises(WireClosed):
         wire.send({"type": "pass", "id": 1}, flush=True)
         wire.send({"type": "pass", "id": 2}, flush=True)
+
+
+# -- direct writes ----------------------------------------------------------------------------------
+
+MIXED_SIZES_MODEL = '''
+import torch
+from torch import nn
+
+
+class Mixed(nn.Module):
+    def forward(self, x):
+        small = x[:10] * 3
+        big = x * 2
+        big.relu_()  # in place, after `mul` was recorded: its saved bytes must be the values before
+        return big + small.sum()
+
+
+def build_model():
+    return Mixed()
+'''
+
+
+def test_direct_writes_put_large_payloads_into_the_file_at_their_offsets_with_crcs_and_small_ones_in_frames(tmp_path):
+    import zlib
+
+    from torchlens_agent.wire import INLINE_BYTES, head_room
+
+    path = tmp_path / "mixed.py"
+    path.write_text(MIXED_SIZES_MODEL)
+    target = tmp_path / "activations.npz"
+    target.write_bytes(b"")  # the CLI creates the file; the agent only writes into it
+    n = CHUNK_BYTES // 4 + 1000  # a payload of two chunks
+    start = 100
+    run = start_agent(extract_request(path, input={"kind": "shape", "shapes": [[n]], "dtype": "float32"}, seed=3,
+                                      direct={"path": str(target), "at": start})).wait()
+    assert run.rc == 0, run.stderr.decode(errors="replace")
+    saved = [r for r in run.of_type("pass") if r["stored_dtype"] is not None]
+    done = run.of_type("done")[0]
+    crcs = dict((pid, crc) for pid, crc in done["direct_crcs"])
+    data = target.read_bytes()
+    x = random_inputs([[n]], "float32", 3)[0][0].numpy()
+    want = {"input": x, "__getitem__": x[:10], "__mul__": None, "relu_": np.maximum(x * 2, 0)}
+    end = start
+    for rec in saved:
+        assert rec["at"] % 64 == 0 and rec["at"] >= end + head_room(len(rec["shape"])), (rec, end)
+        end = rec["at"] + rec["stored_nbytes"]
+        frames = [h for h in run.of_type("data") if h["id"] == rec["id"]]
+        if rec["stored_nbytes"] > INLINE_BYTES:
+            assert rec.get("direct") is True and not frames
+            got = data[rec["at"]:end]
+            assert crcs.pop(rec["id"]) == zlib.crc32(got)
+        else:
+            assert "direct" not in rec and sum(h["nbytes"] for h in frames) == rec["stored_nbytes"]
+            got = run.payload(rec["id"])
+        arr = np.frombuffer(got, dtype=rec["stored_dtype"]).reshape(rec["shape"])
+        if rec["func"] == "__mul__" and rec["shape"] == [n]:
+            assert np.array_equal(arr, x * 2), "the bytes of a pass changed in place later must be as recorded"
+        elif want.get(rec["func"]) is not None:
+            assert np.array_equal(arr, want[rec["func"]]), rec["func"]
+    assert not crcs, f"CRCs for passes not written directly: {crcs}"
+    assert any(r.get("direct") for r in saved) and any("direct" not in r for r in saved)

@@ -20,16 +20,32 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
         session = CaptureSession(wire, loaded.model, save=request.get("save", "all"),
                                  max_repr=int(request.get("max_args_repr", 64)))
         seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run
-        out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs, grad=loaded.grad)
-        send_done(wire, session, wrappers, session.add_outputs(out), forward_s, wall0)
+        direct = request.get("direct")
+        if direct:  # large payloads go straight into the CLI's .npz (docs/wire.md, "Direct writes")
+            wire.open_direct(str(direct["path"]), int(direct["at"]))
+        try:
+            out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs,
+                                          grad=loaded.grad)
+            send_done(wire, session, wrappers, session.add_outputs(out), forward_s, wall0)
+        finally:
+            wire.close_direct()
 
     return guarded(wire, request, body)
 
 
 def send_done(wire: Wire, session: CaptureSession, wrappers: Wrappers, outputs: Dict[str, Any], forward_s: float,
               wall0: float) -> None:
-    """The `done` frame that ends a captured forward's stream (also a dataset's probe)."""
-    wire.send({"type": "done", "num_ops": session.num_ops, "torch_calls": session.torch_calls,
+    """The `done` frame that ends a captured forward's stream (also a dataset's probe); with a
+    direct file, once every direct write is done, with their CRCs."""
+    t0 = time.perf_counter()
+    done: Dict[str, Any] = {}
+    crcs = wire.finish_direct()
+    if crcs is not None:
+        done["direct_crcs"] = crcs
+    else:
+        wire.flush(wait=True)
+    done["drain_ms"] = (time.perf_counter() - t0) * 1000.0  # the bytes still on their way at the end
+    wire.send({**done, "type": "done", "num_ops": session.num_ops, "torch_calls": session.torch_calls,
                "num_passes": session.next_id - 1, "outputs": outputs,
                "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,
                "wrapped": wrappers.count}, flush=True)

@@ -10,7 +10,8 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+import zlib
+from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 import numpy as np
@@ -23,27 +24,55 @@ INLINE_BYTES = 64 << 10  # payloads up to this size are copied into the batch: a
 _LEN = struct.Struct("<I")
 
 
+def head_room(ndim: int) -> int:
+    """Bytes the agent leaves free before a payload it writes into the CLI's .npz itself (docs/wire.md,
+    "Direct writes"): room for the zip local header with its longest name and the .npy header."""
+    return 448 + 32 * ndim
+
+
+def _align64(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+class _PoolBuffer:
+    """One reusable copy buffer; several payloads share it, and it is free again once every piece
+    copied into it is written and the copier has moved on (`sealed`)."""
+
+    def __init__(self) -> None:
+        self.array = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        self.used = 0
+        self.pieces = 0  # queued pieces not yet written
+        self.sealed = False
+
+
 class WireClosed(Exception):
     """The CLI closed its end of the pipe."""
 
 
 class _Writer:
-    """Writes to the pipe from a thread of its own, so the forward pass goes on computing while the
-    bytes of earlier passes are still on their way (os.write releases the GIL).
+    """Writes to the pipe, and to the direct file (the CLI's .npz), from a thread of its own, so the
+    forward pass goes on computing while the bytes of earlier passes are still on their way
+    (os.write, os.pwrite and zlib.crc32 release the GIL).
 
     Items are written in the order they are queued. A tensor's bytes are queued as a copy in one of
-    a few reusable buffers (the tensor may change in place after it is recorded), so what waits in
-    the queue stays under POOL_BUFFERS x CHUNK_BYTES whatever the size of the activations; bytes
-    the agent made itself (`owned`) are queued as they are.
+    a few reusable buffers (the tensor may change in place after it is recorded); several payloads
+    share a buffer, so what waits in the queue stays under POOL_BUFFERS x CHUNK_BYTES whatever the
+    size of the activations, and a buffer is reused once all its pieces are written. Bytes the agent
+    made itself (`owned`) are queued as they are. A piece for the direct file is written at its
+    offset, and its CRC-32 is accumulated per pass (`crcs`), as the zip entry needs it.
     """
 
     POOL_BUFFERS = 3
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.items: "queue.Queue[Optional[Tuple[memoryview, Optional[np.ndarray]]]]" = queue.Queue()
-        self.free: "queue.Queue[np.ndarray]" = queue.Queue()
+        self.items: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self.free: "queue.Queue[_PoolBuffer]" = queue.Queue()
         self.pool_made = 0
+        self.current: Optional[_PoolBuffer] = None
+        self.lock = threading.Lock()
+        self.direct_fd: Optional[int] = None
+        self.crcs: Dict[int, int] = {}
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="torchlens-wire", daemon=True)
         self.thread.start()
@@ -54,16 +83,28 @@ class _Writer:
             try:
                 if item is None:
                     return
-                view, buffer = item
+                view, buffer, offset, pid = item
                 if self.error is None:
                     try:
-                        _write_all(self.fd, view)
+                        if offset is None:
+                            _write_all(self.fd, view)
+                        else:
+                            assert self.direct_fd is not None, "a direct write without a direct file"
+                            _pwrite_all(self.direct_fd, view, offset)
+                            self.crcs[pid] = zlib.crc32(view, self.crcs.get(pid, 0))
                     except BaseException as exc:  # noqa: BLE001 - reported to the main thread
                         self.error = exc
                 if buffer is not None:
-                    self.free.put(buffer)
+                    self._release(buffer)
             finally:
                 self.items.task_done()
+
+    def _release(self, buffer: _PoolBuffer) -> None:
+        with self.lock:
+            buffer.pieces -= 1
+            if buffer.pieces or not buffer.sealed:
+                return
+        self.free.put(buffer)
 
     def check(self) -> None:
         if self.error is not None:
@@ -71,21 +112,38 @@ class _Writer:
                 raise WireClosed("the CLI closed the connection") from self.error
             raise self.error
 
-    def put(self, view: memoryview) -> None:
+    def put(self, view: memoryview, offset: Optional[int] = None, pid: int = 0) -> None:
         self.check()
-        self.items.put((view, None))
+        self.items.put((view, None, offset, pid))
 
-    def put_copy(self, view: memoryview) -> None:
-        """Queue a copy of view (at most CHUNK_BYTES), in a pool buffer: waits while all are queued."""
+    def put_copy(self, view: memoryview, offset: Optional[int] = None, pid: int = 0) -> None:
+        """Queue a copy of view (at most CHUNK_BYTES) in a pool buffer: waits while all are in use."""
         self.check()
-        if self.free.empty() and self.pool_made < self.POOL_BUFFERS:
-            self.pool_made += 1
-            buffer = np.empty(CHUNK_BYTES, dtype=np.uint8)
-        else:
-            buffer = self.free.get()
         n = len(view)
-        buffer[:n] = np.frombuffer(view, dtype=np.uint8)
-        self.items.put((buffer.data[:n], buffer))
+        buffer = self.current
+        if buffer is None or buffer.used + n > CHUNK_BYTES:
+            if buffer is not None:
+                self._seal(buffer)
+            if self.free.empty() and self.pool_made < self.POOL_BUFFERS:
+                self.pool_made += 1
+                buffer = _PoolBuffer()
+            else:
+                buffer = self.free.get()
+                buffer.used, buffer.sealed = 0, False
+            self.current = buffer
+        start = buffer.used
+        buffer.array[start : start + n] = np.frombuffer(view, dtype=np.uint8)
+        buffer.used += n
+        with self.lock:
+            buffer.pieces += 1
+        self.items.put((buffer.array.data[start : start + n], buffer, offset, pid))
+
+    def _seal(self, buffer: _PoolBuffer) -> None:
+        with self.lock:
+            buffer.sealed = True
+            if buffer.pieces:
+                return
+        self.free.put(buffer)
 
     def drain(self) -> None:
         self.items.join()
@@ -101,6 +159,13 @@ def _write_all(fd: int, view: memoryview) -> None:
         raise WireClosed("the CLI closed the connection") from exc
 
 
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 class Wire:
     def __init__(self, read_fd: int, write_fd: int):
         self.read_fd = read_fd
@@ -109,6 +174,49 @@ class Wire:
         self._buf_since = time.perf_counter()
         self._packer = msgpack.Packer(use_bin_type=True)
         self._writer = _Writer(write_fd)
+        self._direct_end: Optional[int] = None  # where the next placed payload's head room starts
+        self._placed: Optional[Tuple[int, int]] = None  # (pass id, offset) of bytes to write directly
+
+    # -- direct writes (docs/wire.md) ---------------------------------------------------------
+
+    def open_direct(self, path: str, at: int) -> None:
+        """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""
+        self._writer.direct_fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        self._writer.crcs = {}
+        self._direct_end = at
+
+    def place(self, record: Dict[str, Any], nbytes: int, ndim: int) -> None:
+        """Give a saved pass's record its place in the direct file (`at`), and `direct` when the
+        agent writes its bytes itself; nothing without a direct file."""
+        end = self._direct_end
+        if end is None:
+            return
+        at = _align64(end + head_room(ndim))
+        self._direct_end = at + nbytes
+        record["at"] = at
+        if nbytes > INLINE_BYTES:
+            record["direct"] = True
+            self._placed = (record["id"], at)
+
+    def finish_direct(self) -> Optional[List[List[int]]]:
+        """Wait for every direct write, close the file; the CRC-32 of each directly written pass
+        as `[[id, crc], ...]` (None without a direct file)."""
+        if self._writer.direct_fd is None:
+            return None
+        try:
+            self.flush(wait=True)
+        finally:
+            self.close_direct()
+        return [[pid, crc] for pid, crc in self._writer.crcs.items()]
+
+    def close_direct(self) -> None:
+        fd = self._writer.direct_fd
+        if fd is not None:
+            self._writer.items.join()  # no write of the thread may still use the descriptor
+            self._writer.direct_fd = None
+            self._direct_end = None
+            self._placed = None
+            os.close(fd)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -130,6 +238,16 @@ class Wire:
         """Send a pass's bytes as data frames of at most CHUNK_BYTES each. Large pieces are copied
         (the tensor may change later) unless `owned`: bytes nobody else can change."""
         total = len(payload)
+        placed = self._placed
+        if placed is not None and placed[0] == pass_id:  # written into the .npz by the writer thread
+            self._placed = None
+            for offset in range(0, total, CHUNK_BYTES):
+                piece = payload[offset : offset + CHUNK_BYTES]
+                if owned:
+                    self._writer.put(piece, placed[1] + offset, pass_id)
+                else:
+                    self._writer.put_copy(piece, placed[1] + offset, pass_id)
+            return
         offset = 0
         while True:
             n = min(CHUNK_BYTES, total - offset)

@@ -50,6 +50,8 @@ export interface ExtractSummary {
   ops_dispatched: number;
   wall_ms: number;
   forward_ms: number;
+  /** forward_ms plus the agent's wait, after it, for its last bytes to be written: every pass on disk. */
+  saved_ms: number;
   first_op_ms: number | null;
   /** Forwards run: 2 when --layers needed final labels (a dry run first). */
   forwards: 1 | 2;
@@ -194,6 +196,7 @@ function summarize(
     ops_dispatched: streamed.raw.numOps,
     wall_ms: Math.round(run.wallMs),
     forward_ms: Math.round(streamed.raw.forwardMs * 10) / 10,
+    saved_ms: Math.round((streamed.raw.forwardMs + (streamed.raw.drainMs ?? 0)) * 10) / 10,
     first_op_ms: streamed.firstOpMs === null ? null : Math.round(streamed.firstOpMs),
     forwards: run.forwards,
     forward_passes: run.forwards,
@@ -233,7 +236,8 @@ export async function extract(
       const forward = (save: Save, read: (next: NextFrame) => Promise<Recorded>) =>
         session.withAgent(async (agent): Promise<Streamed> => {
           progress.update("loading the model", 0);
-          agent.send(extractRequest(opts, modelFile, input.request, save));
+          const direct = save === "none" ? null : recorder.direct();
+          agent.send(extractRequest(opts, modelFile, input.request, save, direct));
           return { ...(await read(() => agent.next())), hello: agent.hello };
         });
       const { save, dry } = await chooseSave(selectors, async () => {
@@ -264,7 +268,13 @@ export async function extract(
   });
 }
 
-function extractRequest(opts: ExtractOptions, modelFile: string, input: InputRequest, save: Save) {
+function extractRequest(
+  opts: ExtractOptions,
+  modelFile: string,
+  input: InputRequest,
+  save: Save,
+  direct: { path: string; at: number } | null,
+) {
   return {
     type: "extract",
     model_file: modelFile,
@@ -274,6 +284,7 @@ function extractRequest(opts: ExtractOptions, modelFile: string, input: InputReq
     device: opts.device,
     grad: opts.grad,
     save,
+    direct,
     allow_pickle: opts.allowPickle,
   };
 }

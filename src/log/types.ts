@@ -30,6 +30,10 @@ export interface OpRecord {
   time_ms: number;
   /** bytes that follow in data frames (0 when not saved); the log's nbytes is the tensor's own size */
   stored_nbytes: number;
+  /** with a direct file (docs/wire.md): the offset in activations.npz where the bytes start */
+  at?: number;
+  /** the agent wrote the bytes into activations.npz itself; no data frames follow */
+  direct?: boolean;
   input_path?: string;
   output_path?: string;
   address?: string;
@@ -86,6 +90,8 @@ export interface RawRun {
   numOps: number;
   torchCalls: number;
   forwardMs: number;
+  /** After the forward pass, how long the agent waited for its last bytes to be written. */
+  drainMs?: number;
 }
 
 /** One pass in log.json. */

@@ -21,12 +21,18 @@
  *   [.npy header, a multiple of 64 B][raw C-order data]
  *
  * The padding also aligns the raw data to 64 bytes in the file, so it can be memory-mapped.
+ *
+ * An entry may also be placed: its data starts at an offset the caller gives (the agent's direct
+ * writes, docs/wire.md), the padding growing to fill the room before it. Its bytes then come either
+ * through {@link NpzWriter.write} as usual or from another process writing the file itself
+ * ({@link NpzWriter.endWritten}); the CRC of those arrives later ({@link NpzWriter.setWrittenCrc}).
  */
 import { promises as fsp } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import zlib from "node:zlib";
 import { TorchlensError } from "../errors.js";
 import { numpyBytes } from "../log/dtypes.js";
+import { crc32Combine } from "./crc32.js";
 import { ZIP } from "./zip.js";
 
 /** A failure of the npz writer (bad key, wrong byte count, misuse); `message` is meant for the user. */
@@ -123,6 +129,10 @@ interface EntryState extends NpzEntry {
   written: number;
   crc: number;
   open: boolean;
+  /** Data written by someone else whose CRC has not come yet ({@link NpzWriter.setWrittenCrc}). */
+  crcPending: boolean;
+  /** The local header on disk holds a CRC of 0: rewrite it at close. */
+  crcStale: boolean;
 }
 
 /** Contiguous pieces waiting for one writev at `pos`; every piece shares the batch's promise. */
@@ -175,6 +185,11 @@ export class NpzWriter {
     [this.dosDate, this.dosTime] = dosDateTime(new Date());
   }
 
+  /** Where the next entry's local header goes: the end of every entry begun so far. */
+  get nextOffset(): number {
+    return this.end;
+  }
+
   /** Creates (or truncates) the file at `path`. */
   static async create(path: string, options: NpzWriterOptions = {}): Promise<NpzWriter> {
     if (typeof zlib.crc32 !== "function") {
@@ -193,9 +208,17 @@ export class NpzWriter {
   /**
    * Starts an entry: queues its local header (under `provisionalKey`, with room reserved for any
    * valid final key) and its .npy header. `descr` is a numpy dtype string such as "<f4", "|b1";
-   * `nbytes` is the size of the raw C-order data that {@link write} will deliver.
+   * `nbytes` is the size of the raw C-order data that {@link write} will deliver (or that someone
+   * else writes, {@link endWritten}). With `dataAt` the raw data starts at that file offset: it
+   * must leave room for the headers after the end of the entries so far.
    */
-  beginEntry(provisionalKey: string, descr: string, shape: number[], nbytes: number): NpzEntry {
+  beginEntry(
+    provisionalKey: string,
+    descr: string,
+    shape: number[],
+    nbytes: number,
+    dataAt?: number,
+  ): NpzEntry {
     this.checkUsable();
     if (this.current) {
       throw new NpzError(
@@ -223,8 +246,20 @@ export class NpzWriter {
     const size = npy.length + nbytes;
     const zip64Local = size >= this.zip64Threshold;
     const minRoom = NAME_ROOM + (zip64Local ? ZIP64_LOCAL_EXTRA : 0) + PAD_EXTRA_HEADER;
-    // Grow the padding so the raw data (after the 64-byte-multiple .npy header) is 64-byte aligned.
-    const room = minRoom + ((64 - ((offset + LOCAL_FIXED + minRoom) % 64)) % 64);
+    // Grow the padding so the raw data (after the 64-byte-multiple .npy header) is 64-byte aligned,
+    // or so that it starts where it was placed.
+    const room =
+      dataAt === undefined
+        ? minRoom + ((64 - ((offset + LOCAL_FIXED + minRoom) % 64)) % 64)
+        : dataAt - offset - LOCAL_FIXED - npy.length;
+    if (
+      dataAt !== undefined &&
+      (!Number.isSafeInteger(dataAt) || room < minRoom || room > U16_MAX)
+    ) {
+      throw new NpzError(
+        `entry "${provisionalKey}": its data cannot start at offset ${dataAt}: the headers need ${LOCAL_FIXED + minRoom + npy.length} bytes from offset ${offset}`,
+      );
+    }
     const head = Buffer.alloc(LOCAL_FIXED + room + npy.length);
     npy.copy(head, LOCAL_FIXED + room);
     const dataStart = offset + head.length;
@@ -246,6 +281,8 @@ export class NpzWriter {
       written: 0,
       crc: zlib.crc32(npy),
       open: true,
+      crcPending: false,
+      crcStale: false,
     };
     writeLocalHeader(head, entry, this.dosTime, this.dosDate, this.versionFor(entry));
     this.provisionalKeys.add(provisionalKey);
@@ -330,6 +367,35 @@ export class NpzWriter {
   }
 
   /**
+   * Finishes the open entry whose `nbytes` of data another writer puts in the file itself, at its
+   * data offset; its CRC comes later through {@link setWrittenCrc}, before {@link close}.
+   */
+  endWritten(entry: NpzEntry): void {
+    const e = entry as EntryState;
+    this.checkUsable();
+    if (e !== this.current) throw new NpzError(`entry "${e.key}" is not the open entry`);
+    if (e.written !== 0) {
+      throw new NpzError(`entry "${e.key}": ${e.written} of its bytes came through write()`);
+    }
+    e.written = e.nbytes;
+    e.open = false;
+    e.head = null;
+    e.headBatch = null;
+    e.crcPending = e.nbytes > 0;
+    e.crcStale = e.crcPending; // its header went out (or goes) with CRC 0
+    this.current = null;
+  }
+
+  /** The CRC-32 of the raw data of an entry ended with {@link endWritten}. */
+  setWrittenCrc(entry: NpzEntry, dataCrc: number): void {
+    const e = entry as EntryState;
+    this.checkUsable();
+    if (!e.crcPending) throw new NpzError(`entry "${e.key}" is not waiting for a CRC`);
+    e.crc = crc32Combine(e.crc, dataCrc, e.nbytes);
+    e.crcPending = false;
+  }
+
+  /**
    * Gives an entry its final key (the npz key, without ".npy"). Allowed any time before
    * {@link close}, also while the entry is open, and more than once.
    */
@@ -360,6 +426,12 @@ export class NpzWriter {
         `cannot close: entry "${this.current.key}" is still open (call endEntry first)`,
       );
     }
+    const waiting = this.entries.find((e) => e.crcPending);
+    if (waiting) {
+      throw new NpzError(
+        `cannot close: entry "${waiting.key}" was written by another writer and its CRC never came`,
+      );
+    }
     const seen = new Set<string>();
     for (const e of this.entries) {
       if (seen.has(e.key)) {
@@ -373,11 +445,12 @@ export class NpzWriter {
     await this.settle();
     this.checkUsable();
 
-    const stale = this.entries.filter((e) => e.headKey !== e.key);
+    const stale = this.entries.filter((e) => e.headKey !== e.key || e.crcStale);
     for (let i = 0; i < stale.length; i += REWRITE_CONCURRENCY) {
       await Promise.all(
         stale.slice(i, i + REWRITE_CONCURRENCY).map((e) => {
           e.headKey = e.key;
+          e.crcStale = false;
           const h = Buffer.alloc(LOCAL_FIXED + e.room);
           writeLocalHeader(h, e, this.dosTime, this.dosDate, this.versionFor(e));
           return writeAll(this.fh, [h], e.offset);

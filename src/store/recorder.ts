@@ -5,6 +5,7 @@
  * and moves the run into place (commit) or removes it (discard). Which forward passes to run and
  * what to save is the extract flow's business (src/extract/); this knows frames and files only.
  */
+import path from "node:path";
 import type { Frame } from "../agent/wire.js";
 import { TorchlensError } from "../errors.js";
 import { buildLog } from "../log/build.js";
@@ -42,6 +43,8 @@ class ForwardReader {
   private readonly ops: OpRecord[] = [];
   private readonly moduleCalls: ModuleCallRecord[] = [];
   private current: { entry: NpzEntry; id: number; remaining: number } | null = null;
+  /** Entries whose bytes the agent wrote into the npz itself, waiting for their CRCs in `done`. */
+  private readonly written = new Map<number, NpzEntry>();
   private bytes = 0;
   private firstOpMs: number | null = null;
 
@@ -90,9 +93,19 @@ class ForwardReader {
         throw new TorchlensError(
           `the agent sent bytes for pass ${op.id} during a forward that saves nothing`,
         );
-      const entry = this.npz.beginEntry(`p${op.id}`, op.stored_dtype, op.shape, op.stored_nbytes);
+      const entry = this.npz.beginEntry(
+        `p${op.id}`,
+        op.stored_dtype,
+        op.shape,
+        op.stored_nbytes,
+        op.at,
+      );
       this.entries.set(op.id, entry);
-      if (op.stored_nbytes === 0) await this.npz.endEntry(entry);
+      if (op.direct) {
+        this.npz.endWritten(entry);
+        this.written.set(op.id, entry);
+        this.bytes += op.stored_nbytes;
+      } else if (op.stored_nbytes === 0) await this.npz.endEntry(entry);
       else this.current = { entry, id: op.id, remaining: op.stored_nbytes };
     }
     this.onFrame?.(this.ops.length, this.bytes);
@@ -117,6 +130,18 @@ class ForwardReader {
 
   private done(header: Frame["header"]): Recorded {
     if (!this.model) throw new TorchlensError("the agent finished without describing the model");
+    for (const [id, crc] of (header.direct_crcs ?? []) as [number, number][]) {
+      const entry = this.written.get(id);
+      if (!entry)
+        throw new TorchlensError(`the agent sent a CRC for pass ${id}, which it did not write`);
+      (this.npz as NpzWriter).setWrittenCrc(entry, crc);
+      this.written.delete(id);
+    }
+    const missing = [...this.written.keys()][0];
+    if (missing !== undefined)
+      throw new TorchlensError(
+        `the agent wrote the bytes of pass ${missing} but sent no CRC for them`,
+      );
     const raw: RawRun = {
       model: this.model,
       ops: this.ops,
@@ -125,6 +150,7 @@ class ForwardReader {
       numOps: header.num_ops as number,
       torchCalls: header.torch_calls as number,
       forwardMs: header.forward_ms as number,
+      drainMs: typeof header.drain_ms === "number" ? header.drain_ms : undefined,
     };
     return { raw, bytes: this.bytes, firstOpMs: this.firstOpMs };
   }
@@ -182,6 +208,14 @@ export class Recorder {
   /** A path inside the unfinished run, for a file kept with it (an input read from stdin). */
   file(name: string): string {
     return this.run.file(name);
+  }
+
+  /**
+   * Where the agent may write the saving forward's large arrays itself (the extract request's
+   * `direct`, docs/wire.md): activations.npz, from the end of what is in it.
+   */
+  direct(): { path: string; at: number } {
+    return { path: path.resolve(this.npz.path), at: this.npz.nextOffset };
   }
 
   /** Read the saving forward until `done`, writing each saved pass's bytes as they arrive. */

@@ -8,7 +8,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { crc32Combine } from "../../src/store/crc32.js";
 import {
   BATCH_BYTES,
   MAX_KEY_LENGTH,
@@ -520,4 +522,97 @@ test("immutablePieces: small pieces kept by reference still read back exactly wi
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+describe("placed entries: data another writer puts in the file (the agent's direct writes)", () => {
+  /** The agent's rule (docs/wire.md, "Direct writes"): head room, then the next 64-byte boundary. */
+  const placeAfter = (end: number, ndim: number) => Math.ceil((end + 448 + 32 * ndim) / 64) * 64;
+
+  test("placed entries read back by numpy and zipfile, CRCs given after the fact, mixed with entries written through write()", async () => {
+    for (const threshold of [undefined, 3000]) {
+      const path = join(dir, `placed-${threshold ?? "plain"}.npz`);
+      const w = await NpzWriter.create(path, { zip64Threshold: threshold });
+      const { openSync, writeSync, closeSync } = await import("node:fs");
+      const other = openSync(path, "r+"); // another process's descriptor, as the agent's is
+      const specs = [
+        spec("direct_a", "<f4", [3, 50, 7]),
+        spec("through_write", "<i8", [40]),
+        spec("placed_small", "<f8", [5]),
+        spec("direct_b", "|u1", [9000]),
+        spec("empty", "<f4", [0, 3]),
+      ];
+      const later: [NpzEntry, number][] = [];
+      let end = w.nextOffset;
+      for (const s of specs) {
+        const direct = s.key.startsWith("direct");
+        const at = s.key === "through_write" ? undefined : placeAfter(end, s.shape.length);
+        const e = w.beginEntry(s.key, s.descr, s.shape, s.data.length, at);
+        if (direct) {
+          writeSync(other, s.data, 0, s.data.length, at);
+          w.endWritten(e);
+          later.push([e, zlib.crc32(s.data)]);
+        } else {
+          for (const p of pieces(s.data, 300)) await w.write(e, p);
+          await w.endEntry(e);
+        }
+        end = w.nextOffset;
+        if (at !== undefined) expect(at % 64).toBe(0);
+      }
+      closeSync(other);
+      for (const [e, crc] of later) w.setWrittenCrc(e, crc);
+      w.rename(later[0]?.[0] as NpzEntry, "renamed_direct"); // the header rewrite keeps its late CRC
+      await w.close();
+      const renamed = [{ ...(specs[0] as Spec), key: "renamed_direct" }, ...specs.slice(1)];
+      expectSame(readBack(path), renamed);
+      const verdict = unzipTest(path);
+      if (verdict) expect(verdict).toMatchObject({ status: 0 });
+    }
+  });
+
+  test("a placed offset without room for the headers is refused, naming the room needed", async () => {
+    const w = await NpzWriter.create(join(dir, "placed-tight.npz"));
+    expect(() => w.beginEntry("a", "<f4", [4], 16, 64)).toThrow(
+      /cannot start at offset 64: the headers need \d+ bytes/,
+    );
+    await w.abort();
+  });
+
+  test("close refuses an archive whose directly written entry never got its CRC", async () => {
+    const path = join(dir, "placed-nocrc.npz");
+    const w = await NpzWriter.create(path);
+    const e = w.beginEntry("a", "<f4", [4], 16, placeAfter(0, 1));
+    w.endWritten(e);
+    await expect(w.close()).rejects.toThrow(
+      /"a" was written by another writer and its CRC never came/,
+    );
+    await w.abort();
+  });
+});
+
+describe("crc32Combine", () => {
+  test("equals zlib.crc32 of the concatenation for lengths 0 to a megabyte", () => {
+    for (const [la, lb] of [
+      [0, 0],
+      [5, 0],
+      [0, 9],
+      [1, 1],
+      [17, 300],
+      [1000, 1 << 20],
+    ] as const) {
+      const a = randomBytes(la);
+      const b = randomBytes(lb);
+      expect(crc32Combine(zlib.crc32(a), zlib.crc32(b), lb)).toBe(
+        zlib.crc32(Buffer.concat([a, b])),
+      );
+    }
+  });
+
+  test("is associative for lengths past 4 GiB (the operator's squarings beyond 32 bits)", () => {
+    const [a, b, c] = [0x12345678, 0x9abcdef0, 0x0fedcba9];
+    const lb = 5 * 2 ** 32 + 3;
+    const lc = 2 ** 33 + 11;
+    expect(crc32Combine(crc32Combine(a, b, lb), c, lc)).toBe(
+      crc32Combine(a, crc32Combine(b, c, lc), lb + lc),
+    );
+  });
 });

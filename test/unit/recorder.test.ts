@@ -6,6 +6,7 @@
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
+import zlib from "node:zlib";
 import { afterAll, describe, expect, test } from "@jest/globals";
 import { type Frame, readFrames } from "../../src/agent/wire.js";
 import { buildLog } from "../../src/log/build.js";
@@ -212,5 +213,86 @@ describe("a dry run (extract --layers needing final labels) saves nothing", () =
     await expect(readDryRun(feed(await streamFrames()))).rejects.toThrow(
       /sent bytes for pass 1 during a forward that saves nothing/,
     );
+  });
+});
+
+describe("direct writes: the agent puts a pass's bytes into activations.npz itself", () => {
+  /**
+   * The recorded stream as an agent with a direct file sends it: every saved pass placed (`at`, by
+   * the agent's rule in docs/wire.md), the passes in `direct` written straight into the npz here
+   * (as the agent would) with no data frames, their CRCs in `done`.
+   */
+  function asDirect(
+    frames: Frame[],
+    file: { path: string; at: number },
+    direct: Set<number>,
+    crcs = true,
+  ) {
+    const sent = bytesById(frames);
+    const fd = openSync(file.path, "r+");
+    const out: Frame[] = [];
+    const written: [number, number][] = [];
+    let end = file.at;
+    for (const f of frames) {
+      const h = f.header;
+      if (h.type === "data" && direct.has(h.id as number)) continue;
+      if (h.type === "pass" && h.stored_dtype !== null) {
+        const id = h.id as number;
+        const at = Math.ceil((end + 448 + 32 * (h.shape as number[]).length) / 64) * 64;
+        end = at + (h.stored_nbytes as number);
+        const header = { ...h, at, ...(direct.has(id) ? { direct: true } : {}) };
+        if (direct.has(id)) {
+          const bytes = sent.get(id) as Buffer;
+          writeSync(fd, bytes, 0, bytes.length, at);
+          written.push([id, zlib.crc32(bytes)]);
+        }
+        out.push({ header, payload: [] });
+        continue;
+      }
+      if (h.type === "done" && crcs) {
+        out.push({ header: { ...h, direct_crcs: written }, payload: [] });
+        continue;
+      }
+      out.push(f);
+    }
+    closeSync(fd);
+    return { frames: out, sent };
+  }
+
+  test("placed passes, some written directly, read back with the bytes the agent had", async () => {
+    const frames = await streamFrames();
+    const target = path.join(tmp.dir, "direct-run");
+    const recorder = await Recorder.create(target, false);
+    const saved = frames.filter((f) => f.header.type === "pass" && f.header.stored_dtype !== null);
+    const direct = new Set(saved.filter((_, i) => i % 2 === 0).map((f) => f.header.id as number));
+    const stream = asDirect(frames, recorder.direct(), direct);
+    const got = await recorder.record(feed(stream.frames));
+    const log = recorder.log(got.raw);
+    await recorder.writeLog(log);
+    await recorder.writeManifest(manifestFor());
+    await recorder.commit();
+    expect(got.bytes).toBe([...stream.sent.values()].reduce((n, b) => n + b.length, 0));
+    const reader = await NpzReader.open(path.join(target, "activations.npz"));
+    try {
+      for (const p of log.passes.filter((q) => q.saved)) {
+        const { data } = await reader.read(p.array as string);
+        expect(data.equals(stream.sent.get(p.id) as Buffer)).toBe(true);
+      }
+    } finally {
+      await reader.close();
+    }
+    expect(await verifyArrays(await readRun(target))).toEqual([]); // CRCs and sizes whole
+  });
+
+  test("a pass written directly whose CRC never comes fails the run, naming the pass", async () => {
+    const frames = await streamFrames();
+    const recorder = await Recorder.create(path.join(tmp.dir, "direct-nocrc"), false);
+    const first = frames.find((f) => f.header.type === "pass" && f.header.stored_dtype !== null);
+    const id = first?.header.id as number;
+    const stream = asDirect(frames, recorder.direct(), new Set([id]), false);
+    await expect(recorder.record(feed(stream.frames))).rejects.toThrow(
+      new RegExp(`wrote the bytes of pass ${id} but sent no CRC`),
+    );
+    await recorder.discard();
   });
 });

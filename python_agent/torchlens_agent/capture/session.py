@@ -100,6 +100,7 @@ class CaptureSession:
             record["stored_nbytes"] = nbytes
             if note:
                 record["note"] = f"{record['note']}; {note}" if "note" in record else note
+            self.wire.place(record, nbytes, arr.ndim)
             self.wire.send(record)
             if nbytes:
                 # small payloads are copied into the wire's batch anyway: no need to ask (a slow question)

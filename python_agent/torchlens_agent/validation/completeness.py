@@ -124,6 +124,9 @@ class _Discard:
     def send(self, header: Any, *, flush: bool = False) -> None:
         pass
 
+    def place(self, record: Any, nbytes: int, ndim: int) -> None:
+        pass
+
     def send_data(self, pass_id: int, payload: Any, owned: bool = False) -> None:
         pass
 

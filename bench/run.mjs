@@ -167,14 +167,19 @@ function checkBuild() {
   return null;
 }
 
-/** `torchlens dataset` against the hand loop (bench/dataset.mjs): its own section of RESULTS.md. */
-async function runDatasetBench(opts) {
-  const result = await benchDataset({ runs: opts.runs });
+/** Replace one benchmark's own section of RESULTS.md (or add it). */
+function writeSection(withSection, section) {
   const file = path.join(ROOT, "bench/RESULTS.md");
   const text = fs.existsSync(file)
     ? fs.readFileSync(file, "utf8")
     : "# torchlens benchmark results\n";
-  fs.writeFileSync(file, withDatasetSection(text, datasetMarkdown(result)));
+  fs.writeFileSync(file, withSection(text, section));
+}
+
+/** `torchlens dataset` against the hand loop (bench/dataset.mjs): its own section of RESULTS.md. */
+async function runDatasetBench(opts) {
+  const result = await benchDataset({ runs: opts.runs });
+  writeSection(withDatasetSection, datasetMarkdown(result));
   const S = result.S;
   console.log(
     `dataset: torchlens ${fmt(S.tlRate.median)} stimuli/s, hand loop ${fmt(S.handRate.median)} (ratio ${fmt(S.ratio.median)}); ` +
@@ -187,14 +192,10 @@ async function runDatasetBench(opts) {
 /** Captured against plain forward on each torch (bench/speed.mjs): its own section of RESULTS.md. */
 async function runSpeedBench(opts) {
   const result = await benchSpeed({ runs: opts.runs });
-  const file = path.join(ROOT, "bench/RESULTS.md");
-  const text = fs.existsSync(file)
-    ? fs.readFileSync(file, "utf8")
-    : "# torchlens benchmark results\n";
-  fs.writeFileSync(file, withSpeedSection(text, speedMarkdown(result)));
+  writeSection(withSpeedSection, speedMarkdown(result));
   for (const r of result.rows)
     console.log(
-      `speed: torch ${r.torch} (${r.threads} thread(s)) ${r.model.name}: ${fmt(r.S.multiple.median, 3)}× the plain forward (bench/RESULTS.md)`,
+      `speed: torch ${r.torch}, ${r.threads} thread(s), ${r.model.name}: ${fmt(r.S.multiple.median, 3)}× the plain forward (bench/RESULTS.md)`,
     );
 }
 

@@ -1,6 +1,7 @@
 """The agent's side of `torchlens dataset`: a pass's tensor → rows, rows written in place, the graph
 check, and the whole conversation with a real agent process (on `--device`)."""
 
+import math
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from agent_testlib import start_agent
 from torchlens_agent.dataset.rows import RowFile, to_rows
+from torchlens_agent.dataset.run import row_difference
 from torchlens_agent.dataset.session import first_difference
 from torchlens_agent.errors import UserError
 from torchlens_agent.load import import_model_file
@@ -127,3 +129,12 @@ def test_a_stimulus_that_changes_the_graph_is_named_with_its_row(tmp_path, devic
     (err,) = run.of_type("error")
     assert "stimulus 4 (row 4) changes the model's graph" in err["message"]
     assert os.path.exists(tmp_path / "stim.npy")
+
+
+def test_check_rows_match_equal_infinities_and_nans_and_never_a_one_sided_infinity():
+    inf, nan = np.inf, np.nan
+    assert row_difference(np.array([1.0, -inf, nan]), np.array([1.0, -inf, nan])) == (0.0, 1.0)
+    for saved, ref in (([5.0], [inf]), ([inf], [5.0]), ([-inf], [inf]), ([nan], [1.0])):
+        diff, scale = row_difference(np.array(saved), np.array(ref))
+        assert diff == inf and math.isfinite(scale), (saved, ref)
+    assert row_difference(np.array([3.0, 1.0]), np.array([3.5, -8.0])) == (9.0, 8.0)

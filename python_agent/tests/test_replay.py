@@ -44,3 +44,20 @@ def test_an_integer_remainder_by_one_exempts_only_its_dividend():
     assert rule({"func": "__mod__", "args": {"1": True}}, "0") is None
     assert rule({"func": "__mod__", "args": {"1": 1}}, "1") is None
     assert rule({"func": "add", "args": {"1": 1}}, "0") is None
+
+
+def test_matching_infinities_pass_without_a_numpy_warning_and_an_infinity_on_one_side_fails():
+    import warnings
+
+    import numpy as np
+
+    from torchlens_agent.validation.compare import compare
+
+    masked = np.array([0.5, -np.inf, np.inf, np.nan], dtype=np.float32)  # an attention mask's -inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would reach the user's terminal
+        verdict = compare(masked.copy(), masked, "float32")
+    assert verdict["ok"] is True
+    for got, want in ((-np.inf, np.inf), (5.0, np.inf), (np.inf, 5.0), (5.0, -np.inf)):
+        verdict = compare(np.array([got], np.float32), np.array([want], np.float32), "float32")
+        assert verdict["ok"] is False, (got, want)

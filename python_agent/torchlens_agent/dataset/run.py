@@ -76,6 +76,19 @@ def _write_ids(path: str, ids: List[str]) -> None:
             f.write("\n")
 
 
+def row_difference(saved: Any, ref: Any) -> Tuple[float, float]:
+    """(max |saved - ref|, max(1, max |ref| over its finite values)) for `--check`. Equal
+    infinities and NaNs on both sides match; one on one side only is an infinite difference."""
+    a, b = np.asarray(saved, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        gap = np.where(same, 0.0, np.abs(a - b))
+    finite = np.abs(b[np.isfinite(b)])
+    scale = max(1.0, float(np.max(finite)) if finite.size else 1.0)
+    diff = float(np.max(gap)) if b.size else 0.0
+    return (math.inf if math.isnan(diff) else diff), scale
+
+
 class Conversation:
     def __init__(self, wire: Wire, request: Dict[str, Any], loaded: Loaded, wrappers: Wrappers,
                  stimuli: StimulusSet):
@@ -206,11 +219,7 @@ class Conversation:
             with np.load(item["npz"], allow_pickle=False) as npz:
                 ref = to_rows(torch.from_numpy(np.array(npz[item["key"]])), layer)[0]
             saved = np.load(item["file"], mmap_mode="r")[item["row"]]
-            a, b = np.asarray(saved, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-            scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
-            diff = float(np.max(np.abs(a - b))) if b.size else 0.0
-            if math.isnan(diff):
-                diff = math.inf
+            diff, scale = row_difference(saved, ref)
             rtol = 4e-3 if np.dtype(layer["descr"]).itemsize == 2 else 1e-4
             results.append({"row": item["row"], "label": layer["label"], "max_abs": diff, "scale": scale,
                             "ok": diff <= rtol * scale, "rtol": rtol})

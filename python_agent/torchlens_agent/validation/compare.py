@@ -31,11 +31,15 @@ def compare(got: np.ndarray, want: np.ndarray, dtype: str) -> Dict[str, Any]:
     g = got.astype(np.complex128 if want.dtype.kind == "c" else np.float64, copy=False)
     w = want.astype(g.dtype, copy=False)
     same_nan = np.isnan(g) & np.isnan(w)
-    err = np.abs(g - w)
+    with np.errstate(invalid="ignore"):  # inf - inf: nan here, set right just below (attention masks)
+        err = np.abs(g - w)
     err[same_nan] = 0.0
     both_inf = np.isinf(g) & np.isinf(w) & (g == w)
     err[both_inf] = 0.0
-    bad = ~(err <= atol + rtol * np.abs(w))
+    with np.errstate(invalid="ignore"):
+        bad = ~(err <= atol + rtol * np.abs(w))
+    # an infinity on one side only is never within tolerance (rtol * inf would make it so)
+    bad |= (np.isinf(g) | np.isinf(w)) & ~both_inf
     bad[same_nan | both_inf] = False
     flat = err.reshape(-1)
     finite = np.where(np.isnan(flat), np.inf, flat)

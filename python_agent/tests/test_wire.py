@@ -515,3 +515,36 @@ def test_direct_writes_put_large_payloads_into_the_file_at_their_offsets_with_cr
             assert np.array_equal(arr, want[rec["func"]]), rec["func"]
     assert not crcs, f"CRCs for passes not written directly: {crcs}"
     assert any(r.get("direct") for r in saved) and any("direct" not in r for r in saved)
+
+
+def test_a_failed_direct_write_is_raised_once_as_a_write_error_and_the_pipe_still_carries_the_error_frame(tmp_path):
+    import threading
+
+    from agent_testlib import parse_frames
+    from torchlens_agent.wire import DirectWriteError, Wire
+
+    target = tmp_path / "activations.npz"
+    target.write_bytes(b"")
+    read_fd, write_fd = os.pipe()
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("bytes", _read_all(read_fd)))
+    reader.start()
+    wire = Wire(os.open(os.devnull, os.O_RDONLY), write_fd)
+    wire.open_direct(str(target), 0)
+    fd = wire._writer.direct_fd
+    assert fd is not None
+    os.close(fd)
+    wire._writer.direct_fd = os.open(str(target), os.O_RDONLY)  # writes to it fail, as on a full disk
+    big = np.ones(1 << 18, dtype=np.float32)
+    record = {"type": "pass", "id": 1, "stored_nbytes": big.nbytes}
+    wire.place(record, big.nbytes, 1)
+    wire.send(record)
+    wire.send_data(1, big.view(np.uint8).data)
+    with pytest.raises(DirectWriteError) as raised:
+        wire.flush(wait=True)
+    assert raised.value.phase == "write" and "writing the run's arrays failed" in str(raised.value)
+    wire.send({"type": "error", "phase": "write"}, flush=True)  # the pipe is not poisoned
+    wire.close_direct()
+    os.close(write_fd)
+    reader.join()
+    assert [h["type"] for h, _ in parse_frames(got["bytes"])] == ["pass", "error"]

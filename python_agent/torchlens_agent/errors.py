@@ -1,5 +1,6 @@
 """Errors: what the user gave us that is wrong (`UserError`), and the `error` frame for any exception."""
 
+import errno
 import os
 import traceback
 from typing import Any, Dict, List, Optional
@@ -43,7 +44,11 @@ def error_frame(phase: str, exc: BaseException) -> Dict[str, Any]:
     if phase == "capture" and isinstance(exc, TypeError) and "forward()" in message:
         hint = hint or ("the input does not match the model's forward() signature: a .pt holding a tensor is one "
                         "argument, a tuple or list is several, and {'args': [...], 'kwargs': {...}} is explicit")
-    return {"type": "error", "phase": getattr(exc, "phase", phase) if isinstance(exc, UserError) else phase,
-            "exc_type": type(exc).__name__, "message": message, "traceback": frames, "hint": hint}
+    frame = {"type": "error", "phase": getattr(exc, "phase", phase) if isinstance(exc, UserError) else phase,
+             "exc_type": type(exc).__name__, "message": message, "traceback": frames, "hint": hint}
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is not None and code in errno.errorcode:
+        frame["errno"] = errno.errorcode[code]  # "ENOSPC": the CLI words file-system failures itself
+    return frame
 
 

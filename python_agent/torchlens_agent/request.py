@@ -13,7 +13,7 @@ from .errors import UserError, error_frame
 from .load import (example_inputs, find_model, import_model_file, load_input_file,
                    random_inputs, resolve_device, seed_everything, split_args, to_device)
 from .walk import map_tensors
-from .wire import Wire, WireClosed
+from .wire import DirectWriteError, Wire, WireClosed
 
 
 def _model_frame(model, device, seed: int) -> Dict[str, Any]:
@@ -131,7 +131,7 @@ def guarded(wire: Wire, request: Dict[str, Any], body: Callable[[Loaded, Wrapper
     except BaseException as exc:  # noqa: BLE001 - everything the user's code raises becomes an error frame
         if isinstance(exc, KeyboardInterrupt):
             raise
-        phase = exc.phase if isinstance(exc, UserError) else stage["phase"]
+        phase = exc.phase if isinstance(exc, (UserError, DirectWriteError)) else stage["phase"]
         try:
             wire.flush()
             wire.send(error_frame(phase, exc), flush=True)

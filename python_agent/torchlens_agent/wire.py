@@ -49,6 +49,13 @@ class WireClosed(Exception):
     """The CLI closed its end of the pipe."""
 
 
+class DirectWriteError(OSError):
+    """Writing into the direct file (the CLI's .npz) failed, a full disk most often: reported to the
+    CLI as an `error` frame of phase `write` with the errno's name, while the pipe stays usable."""
+
+    phase = "write"
+
+
 class _Writer:
     """Writes to the pipe, and to the direct file (the CLI's .npz), from a thread of its own, so the
     forward pass goes on computing while the bytes of earlier passes are still on their way
@@ -73,6 +80,8 @@ class _Writer:
         self.lock = threading.Lock()
         self.direct_fd: Optional[int] = None
         self.crcs: Dict[int, int] = {}
+        self.direct_error: Optional[DirectWriteError] = None
+        self.direct_error_raised = False
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="torchlens-wire", daemon=True)
         self.thread.start()
@@ -88,10 +97,15 @@ class _Writer:
                     try:
                         if offset is None:
                             _write_all(self.fd, view)
-                        else:
+                        elif self.direct_error is None:
                             assert self.direct_fd is not None, "a direct write without a direct file"
                             _pwrite_all(self.direct_fd, view, offset)
                             self.crcs[pid] = zlib.crc32(view, self.crcs.get(pid, 0))
+                    except OSError as exc:
+                        if offset is None:
+                            self.error = exc
+                        else:  # the file, not the pipe: the error frame can still be sent
+                            self.direct_error = DirectWriteError(exc.errno, f"writing the run's arrays failed: {exc.strerror}")
                     except BaseException as exc:  # noqa: BLE001 - reported to the main thread
                         self.error = exc
                 if buffer is not None:
@@ -107,6 +121,9 @@ class _Writer:
         self.free.put(buffer)
 
     def check(self) -> None:
+        if self.direct_error is not None and not self.direct_error_raised:
+            self.direct_error_raised = True  # once: what follows is the error frame, over the pipe
+            raise self.direct_error
         if self.error is not None:
             if isinstance(self.error, (BrokenPipeError, WireClosed)):
                 raise WireClosed("the CLI closed the connection") from self.error
@@ -183,6 +200,7 @@ class Wire:
         """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""
         self._writer.direct_fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         self._writer.crcs = {}
+        self._writer.direct_error, self._writer.direct_error_raised = None, False
         self._direct_end = at
 
     def place(self, record: Dict[str, Any], nbytes: int, ndim: int) -> None:

@@ -5,6 +5,7 @@
  */
 
 import { EXIT, TorchlensError, usageError } from "../errors.js";
+import { ACTIVATIONS, fsError } from "../store/files.js";
 import { type Attempt, describeAttempts, INSTALL_HINT, type PythonChoice } from "./python.js";
 import {
   dropPrestarted,
@@ -40,6 +41,8 @@ export interface AgentError {
   message: string;
   traceback: { file: string; line: number; func: string; text: string }[];
   hint: string | null;
+  /** The errno's name ("ENOSPC") when the exception was a file-system failure. */
+  errno?: string;
 }
 
 export interface StartOptions {
@@ -223,6 +226,9 @@ function lastLines(text: string, n: number): string {
 
 /** The agent's error frame in the user's terms. */
 export function agentErrorToError(err: AgentError, stderr: string): TorchlensError {
+  // the agent's own writes into the run (docs/wire.md, "Direct writes"): worded as the CLI's are
+  if (err.phase === "write")
+    return fsError({ code: err.errno, message: err.message }, `writing ${ACTIVATIONS}`);
   const where: Record<string, string> = {
     load: "loading the model file failed",
     input: "preparing the input failed",

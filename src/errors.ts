@@ -55,3 +55,21 @@ export function usageError(
 export function isTorchlensError(err: unknown): err is TorchlensError {
   return err instanceof TorchlensError;
 }
+
+/** Turn a failed filesystem call into an error that says what to do. */
+export function fsError(err: unknown, what: string): TorchlensError {
+  const e = err as NodeJS.ErrnoException;
+  const reasons: Record<string, [string, string]> = {
+    ENOSPC: ["the disk is full", "free some space or write the run elsewhere with -o"],
+    EDQUOT: ["the disk quota is exceeded", "free some space or write the run elsewhere with -o"],
+    EACCES: ["permission denied", "choose a directory you can write to with -o"],
+    EPERM: ["permission denied", "choose a directory you can write to with -o"],
+    EROFS: ["the file system is read-only", "choose a writable directory with -o"],
+    ENOENT: ["a directory on the way disappeared", "check that the output location still exists"],
+  };
+  const [reason, hint] = reasons[e?.code ?? ""] ?? [
+    e?.message ?? String(err),
+    "check the output location",
+  ];
+  return new TorchlensError(`${what} failed: ${reason}`, { hint, cause: err });
+}

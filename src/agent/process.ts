@@ -4,8 +4,7 @@
  * stream) into a TorchlensError with the agent's own words.
  */
 
-import { EXIT, TorchlensError, usageError } from "../errors.js";
-import { ACTIVATIONS, fsError } from "../store/files.js";
+import { EXIT, fsError, TorchlensError, usageError } from "../errors.js";
 import { type Attempt, describeAttempts, INSTALL_HINT, type PythonChoice } from "./python.js";
 import {
   dropPrestarted,
@@ -228,7 +227,7 @@ function lastLines(text: string, n: number): string {
 export function agentErrorToError(err: AgentError, stderr: string): TorchlensError {
   // the agent's own writes into the run (docs/wire.md, "Direct writes"): worded as the CLI's are
   if (err.phase === "write")
-    return fsError({ code: err.errno, message: err.message }, `writing ${ACTIVATIONS}`);
+    return fsError({ code: err.errno, message: err.message }, "writing activations.npz");
   const where: Record<string, string> = {
     load: "loading the model file failed",
     input: "preparing the input failed",

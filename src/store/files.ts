@@ -7,29 +7,13 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { TorchlensError, usageError } from "../errors.js";
+import { fsError, usageError } from "../errors.js";
+
+export { fsError };
 
 export const MANIFEST = "manifest.json";
 export const LOG = "log.json";
 export const ACTIVATIONS = "activations.npz";
-
-/** Turn a failed filesystem call into an error that says what to do. */
-export function fsError(err: unknown, what: string): TorchlensError {
-  const e = err as NodeJS.ErrnoException;
-  const reasons: Record<string, [string, string]> = {
-    ENOSPC: ["the disk is full", "free some space or write the run elsewhere with -o"],
-    EDQUOT: ["the disk quota is exceeded", "free some space or write the run elsewhere with -o"],
-    EACCES: ["permission denied", "choose a directory you can write to with -o"],
-    EPERM: ["permission denied", "choose a directory you can write to with -o"],
-    EROFS: ["the file system is read-only", "choose a writable directory with -o"],
-    ENOENT: ["a directory on the way disappeared", "check that the output location still exists"],
-  };
-  const [reason, hint] = reasons[e?.code ?? ""] ?? [
-    e?.message ?? String(err),
-    "check the output location",
-  ];
-  return new TorchlensError(`${what} failed: ${reason}`, { hint, cause: err });
-}
 
 /** Write `value` as the run's JSON file `file` (named `name` in messages), one space per level. */
 export async function writeJson(file: string, name: string, value: unknown): Promise<void> {

@@ -16,7 +16,7 @@ import { CLI, ROOT } from "./lib/measure.mjs";
 import { runMonitored } from "./lib/procmon.mjs";
 import { alignTables } from "./lib/report.mjs";
 import { sectionOf, withSection } from "./lib/sections.mjs";
-import { fmt, MB, summarize } from "./lib/stats.mjs";
+import { cell, fmt, MB, summarize } from "./lib/stats.mjs";
 
 export const MARKS = {
   begin: "<!-- speed benchmark: bench/speed.mjs writes from here -->",
@@ -137,9 +137,6 @@ export async function benchSpeed({ runs = 3 } = {}) {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
-
-const cell = (s, scale = 1, digits) =>
-  `${fmt(s.median / scale, digits)} (${fmt(s.min / scale, digits)}–${fmt(s.max / scale, digits)})`;
 
 export function speedMarkdown({ machine, runs, rows, date }) {
   const lines = [

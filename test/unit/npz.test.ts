@@ -5,7 +5,15 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import zlib from "node:zlib";
@@ -532,7 +540,6 @@ describe("placed entries: data another writer puts in the file (the agent's dire
     for (const threshold of [undefined, 3000]) {
       const path = join(dir, `placed-${threshold ?? "plain"}.npz`);
       const w = await NpzWriter.create(path, { zip64Threshold: threshold });
-      const { openSync, writeSync, closeSync } = await import("node:fs");
       const other = openSync(path, "r+"); // another process's descriptor, as the agent's is
       const specs = [
         spec("direct_a", "<f4", [3, 50, 7]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes a checkout ready to run and test: npm packages, a Python with torch, numpy, msgpack and
-# pytest (from Debian's packages when none is found and apt-get may be used), and the build.
+# pytest (from Debian's packages when none is found and apt-get may be used), ISA-L for fast CRCs
+# where Debian's libisal2 may be installed, and the build.
 # With --test also what only the tests need: torchvision, torchaudio and Pillow for the real-model
 # and image tests, Chromium for the test that renders a graph in a browser, and Slurm with munge
 # for the dataset's scheduler tests (each from Debian's packages when missing and apt-get may be
@@ -85,6 +86,16 @@ if ! "$PY" -c 'import pytest' 2>/dev/null; then
   else
     echo "setup: warning: pytest is missing for $PY; npm test needs it:" \
       "$PY -m pip install pytest" >&2
+  fi
+fi
+
+# 3b. Intel's ISA-L, for the CRC-32 of the bytes the agent writes into activations.npz (about 5x
+#     zlib's; python_agent/torchlens_agent/crc.py falls back to zlib's without it).
+if ! PYTHONPATH=python_agent "$PY" -c 'import sys; from torchlens_agent import crc; sys.exit(crc.BACKEND == "zlib")' 2>/dev/null; then
+  if can_apt && apt-cache show libisal2 >/dev/null 2>&1; then
+    apt_try libisal2 || echo "setup: note: libisal2 did not install; CRCs use zlib's (slower)" >&2
+  else
+    echo "setup: note: ISA-L (Debian's libisal2, or pip's isal) is missing; CRCs use zlib's (slower)" >&2
   fi
 fi
 

@@ -10,11 +10,12 @@ import struct
 import sys
 import threading
 import time
-import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 import numpy as np
+
+from .crc import crc32
 
 CHUNK_BYTES = 16 << 20  # one data frame's payload at most
 MAX_HEADER = 16 << 20
@@ -59,7 +60,7 @@ class DirectWriteError(OSError):
 class _Writer:
     """Writes to the pipe, and to the direct file (the CLI's .npz), from a thread of its own, so the
     forward pass goes on computing while the bytes of earlier passes are still on their way
-    (os.write, os.pwrite and zlib.crc32 release the GIL).
+    (os.write, os.pwrite and the CRC of crc.py release the GIL).
 
     Items are written in the order they are queued. A tensor's bytes are queued as a copy in one of
     a few reusable buffers (the tensor may change in place after it is recorded); several payloads
@@ -100,7 +101,7 @@ class _Writer:
                         elif self.direct_error is None:
                             assert self.direct_fd is not None, "a direct write without a direct file"
                             _pwrite_all(self.direct_fd, view, offset)
-                            self.crcs[pid] = zlib.crc32(view, self.crcs.get(pid, 0))
+                            self.crcs[pid] = crc32(view, self.crcs.get(pid, 0))
                     except OSError as exc:
                         if offset is None:
                             self.error = exc

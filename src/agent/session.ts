@@ -2,7 +2,8 @@
  * A command's time with the agent, in one place for extract and validate: Ctrl-C and SIGTERM are
  * handled from the session's start to its end (kill the agent, stop the status line, the
  * command's own cleanup), and each agent process is started with its stderr shown above the
- * status line, closed when the work given it succeeds and killed when it throws.
+ * status line, closed when the work given it succeeds (its exit overlapping the command's next
+ * steps; the session ends once it is gone) and killed when it throws.
  */
 import type { Progress } from "../ui/progress.js";
 import { onInterrupt } from "./interrupt.js";
@@ -20,6 +21,8 @@ export interface SessionOptions {
 
 export class AgentSession {
   private agent: Agent | null = null;
+  /** Exits of agents whose work is done (`withAgent`), waited for when the session ends. */
+  private readonly closing: Promise<void>[] = [];
 
   private constructor(private readonly opts: SessionOptions) {}
 
@@ -37,6 +40,8 @@ export class AgentSession {
     try {
       return await body(session);
     } finally {
+      // agents whose work is done may still be exiting: the session ends when they are gone
+      await Promise.all(session.closing);
       unregister();
     }
   }
@@ -52,7 +57,9 @@ export class AgentSession {
     this.agent = agent;
     try {
       const result = await work(agent);
-      await agent.close();
+      // Not awaited here: Python's shutdown (a few hundred ms with torch loaded) overlaps with
+      // what the command does next (writing the log, committing the run); `open` waits for it.
+      this.closing.push(agent.close());
       return result;
     } catch (err) {
       agent.kill();

@@ -58,6 +58,7 @@ export const COPY_MAX_BYTES = 64 << 10;
 const SLAB_BYTES = BATCH_BYTES + COPY_MAX_BYTES;
 const SPARE_SLABS = 2;
 const RESOLVED = Promise.resolve();
+const EMPTY = Buffer.alloc(0);
 
 const {
   U32_MAX,
@@ -133,6 +134,8 @@ interface EntryState extends NpzEntry {
   crcPending: boolean;
   /** The local header on disk holds a CRC of 0: rewrite it at close. */
   crcStale: boolean;
+  /** Nothing of the headers is in the file yet ({@link NpzWriter.placeWritten}): all at close. */
+  headUnwritten: boolean;
 }
 
 /** Contiguous pieces waiting for one writev at `pos`; every piece shares the batch's promise. */
@@ -171,6 +174,7 @@ export class NpzWriter {
   /** Promise of the most recently flushed batch (backpressure for copied pieces). */
   private lastFlush: Promise<void> = RESOLVED;
   private readonly spareSlabs: Buffer[] = [];
+  private readonly npyHeaders = new Map<string, { npy: Buffer; crc: number }>();
   /** End of everything handed out so far: where the next entry (or the directory) starts. */
   private end = 0;
   private failure: unknown = null;
@@ -183,6 +187,22 @@ export class NpzWriter {
     private readonly copyMax: number,
   ) {
     [this.dosDate, this.dosTime] = dosDateTime(new Date());
+  }
+
+  /**
+   * The .npy header for `descr` and `shape`, and its CRC, made once per distinct pair: a model's
+   * passes repeat a few shapes, and each entry would otherwise build its header anew while the
+   * forward pass runs beside us.
+   */
+  private npyHeaderOf(descr: string, shape: number[]): { npy: Buffer; crc: number } {
+    const key = `${descr}|${shape.join(",")}`;
+    let made = this.npyHeaders.get(key);
+    if (made === undefined) {
+      const npy = npyHeader(descr, shape);
+      made = { npy, crc: zlib.crc32(npy) };
+      this.npyHeaders.set(key, made);
+    }
+    return made;
   }
 
   /** Where the next entry's local header goes: the end of every entry begun so far. */
@@ -219,6 +239,45 @@ export class NpzWriter {
     nbytes: number,
     dataAt?: number,
   ): NpzEntry {
+    const { entry, head } = this.start(provisionalKey, descr, shape, nbytes, dataAt, false);
+    const batch = this.batchAt(entry.offset);
+    entry.head = head;
+    entry.headBatch = batch;
+    this.current = entry;
+    this.pushRef(batch, head);
+    return entry;
+  }
+
+  /**
+   * An entry whose `nbytes` of raw data another writer puts in the file itself, from `dataAt` on
+   * (as {@link beginEntry} with `dataAt` followed by {@link endWritten}), except that nothing is
+   * written now: its local and .npy headers go out once, at {@link close}, with the final key and
+   * the CRC that {@link setWrittenCrc} completes. So a forward pass whose bytes the agent writes
+   * costs no file writes here while it runs.
+   */
+  placeWritten(
+    provisionalKey: string,
+    descr: string,
+    shape: number[],
+    nbytes: number,
+    dataAt: number,
+  ): NpzEntry {
+    const { entry } = this.start(provisionalKey, descr, shape, nbytes, dataAt, true);
+    entry.written = nbytes;
+    entry.open = false;
+    entry.crcPending = nbytes > 0;
+    return entry;
+  }
+
+  /** Checks and books a new entry (beginEntry's and placeWritten's common part). */
+  private start(
+    provisionalKey: string,
+    descr: string,
+    shape: number[],
+    nbytes: number,
+    dataAt: number | undefined,
+    headUnwritten: boolean,
+  ): { entry: EntryState; head: Buffer } {
     this.checkUsable();
     if (this.current) {
       throw new NpzError(
@@ -234,7 +293,7 @@ export class NpzWriter {
         `entry "${provisionalKey}": nbytes must be a non-negative integer, got ${nbytes}`,
       );
     }
-    const npy = npyHeader(descr, shape);
+    const { npy, crc: npyCrc } = this.npyHeaderOf(descr, shape);
     const expected = numpyBytes(descr, shape);
     if (expected !== null && expected !== nbytes) {
       throw new NpzError(
@@ -260,11 +319,7 @@ export class NpzWriter {
         `entry "${provisionalKey}": its data cannot start at offset ${dataAt}: the headers need ${LOCAL_FIXED + minRoom + npy.length} bytes from offset ${offset}`,
       );
     }
-    const head = Buffer.alloc(LOCAL_FIXED + room + npy.length);
-    npy.copy(head, LOCAL_FIXED + room);
-    const dataStart = offset + head.length;
-
-    const batch = this.batchAt(offset);
+    const dataStart = offset + LOCAL_FIXED + room + npy.length;
     const entry: EntryState = {
       key: provisionalKey,
       descr,
@@ -275,22 +330,28 @@ export class NpzWriter {
       room,
       zip64Local,
       dataStart,
-      head,
-      headBatch: batch,
+      head: null,
+      headBatch: null,
       headKey: provisionalKey,
+      headUnwritten,
       written: 0,
-      crc: zlib.crc32(npy),
+      crc: npyCrc,
       open: true,
       crcPending: false,
       crcStale: false,
     };
-    writeLocalHeader(head, entry, this.dosTime, this.dosDate, this.versionFor(entry));
     this.provisionalKeys.add(provisionalKey);
     this.entries.push(entry);
-    this.current = entry;
     this.end = dataStart + nbytes;
-    this.pushRef(batch, head);
-    return entry;
+    return { entry, head: headUnwritten ? EMPTY : this.headOf(entry, npy) };
+  }
+
+  /** An entry's local header, name room and .npy header, as they precede its raw data. */
+  private headOf(e: EntryState, npy: Buffer): Buffer {
+    const head = Buffer.alloc(LOCAL_FIXED + e.room + npy.length);
+    npy.copy(head, LOCAL_FIXED + e.room);
+    writeLocalHeader(head, e, this.dosTime, this.dosDate, this.versionFor(e));
+    return head;
   }
 
   /**
@@ -445,12 +506,20 @@ export class NpzWriter {
     await this.settle();
     this.checkUsable();
 
-    const stale = this.entries.filter((e) => e.headKey !== e.key || e.crcStale);
+    const stale = this.entries.filter((e) => e.headKey !== e.key || e.crcStale || e.headUnwritten);
     for (let i = 0; i < stale.length; i += REWRITE_CONCURRENCY) {
       await Promise.all(
         stale.slice(i, i + REWRITE_CONCURRENCY).map((e) => {
           e.headKey = e.key;
           e.crcStale = false;
+          if (e.headUnwritten) {
+            e.headUnwritten = false;
+            return writeAll(
+              this.fh,
+              [this.headOf(e, this.npyHeaderOf(e.descr, [...e.shape]).npy)],
+              e.offset,
+            );
+          }
           const h = Buffer.alloc(LOCAL_FIXED + e.room);
           writeLocalHeader(h, e, this.dosTime, this.dosDate, this.versionFor(e));
           return writeAll(this.fh, [h], e.offset);

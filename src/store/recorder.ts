@@ -93,20 +93,33 @@ class ForwardReader {
         throw new TorchlensError(
           `the agent sent bytes for pass ${op.id} during a forward that saves nothing`,
         );
-      const entry = this.npz.beginEntry(
-        `p${op.id}`,
-        op.stored_dtype,
-        op.shape,
-        op.stored_nbytes,
-        op.at,
-      );
-      this.entries.set(op.id, entry);
       if (op.direct) {
-        this.npz.endWritten(entry);
+        if (op.at === undefined)
+          throw new TorchlensError(
+            `the agent wrote the bytes of pass ${op.id} without placing them`,
+          );
+        const entry = this.npz.placeWritten(
+          `p${op.id}`,
+          op.stored_dtype,
+          op.shape,
+          op.stored_nbytes,
+          op.at,
+        );
+        this.entries.set(op.id, entry);
         this.written.set(op.id, entry);
         this.bytes += op.stored_nbytes;
-      } else if (op.stored_nbytes === 0) await this.npz.endEntry(entry);
-      else this.current = { entry, id: op.id, remaining: op.stored_nbytes };
+      } else {
+        const entry = this.npz.beginEntry(
+          `p${op.id}`,
+          op.stored_dtype,
+          op.shape,
+          op.stored_nbytes,
+          op.at,
+        );
+        this.entries.set(op.id, entry);
+        if (op.stored_nbytes === 0) await this.npz.endEntry(entry);
+        else this.current = { entry, id: op.id, remaining: op.stored_nbytes };
+      }
     }
     this.onFrame?.(this.ops.length, this.bytes);
   }

@@ -11,6 +11,7 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readSync,
   rmSync,
   writeSync,
 } from "node:fs";
@@ -549,10 +550,20 @@ describe("placed entries: data another writer puts in the file (the agent's dire
         spec("empty", "<f4", [0, 3]),
       ];
       const later: [NpzEntry, number][] = [];
+      let unwrittenHead: [number, number] = [0, 0];
       let end = w.nextOffset;
       for (const s of specs) {
         const direct = s.key.startsWith("direct");
         const at = s.key === "through_write" ? undefined : placeAfter(end, s.shape.length);
+        if (s.key === "direct_a") {
+          // placeWritten: its headers are written at close only
+          const e = w.placeWritten(s.key, s.descr, s.shape, s.data.length, at as number);
+          writeSync(other, s.data, 0, s.data.length, at);
+          later.push([e, zlib.crc32(s.data)]);
+          unwrittenHead = [end, (at as number) - end];
+          end = w.nextOffset;
+          continue;
+        }
         const e = w.beginEntry(s.key, s.descr, s.shape, s.data.length, at);
         if (direct) {
           writeSync(other, s.data, 0, s.data.length, at);
@@ -566,6 +577,13 @@ describe("placed entries: data another writer puts in the file (the agent's dire
         if (at !== undefined) expect(at % 64).toBe(0);
       }
       closeSync(other);
+      await new Promise((resolve) => setImmediate(resolve)); // every batch begun so far is out
+      const [headAt, headLength] = unwrittenHead;
+      const before = Buffer.alloc(headLength);
+      const fd = openSync(path, "r");
+      readSync(fd, before, 0, headLength, headAt);
+      closeSync(fd);
+      expect(before.every((b) => b === 0)).toBe(true); // placeWritten's headers: not yet
       for (const [e, crc] of later) w.setWrittenCrc(e, crc);
       w.rename(later[0]?.[0] as NpzEntry, "renamed_direct"); // the header rewrite keeps its late CRC
       await w.close();
@@ -589,8 +607,13 @@ describe("placed entries: data another writer puts in the file (the agent's dire
     const w = await NpzWriter.create(path);
     const e = w.beginEntry("a", "<f4", [4], 16, placeAfter(0, 1));
     w.endWritten(e);
+    w.placeWritten("b", "<f4", [4], 16, placeAfter(w.nextOffset, 1));
     await expect(w.close()).rejects.toThrow(
       /"a" was written by another writer and its CRC never came/,
+    );
+    w.setWrittenCrc(e, 0);
+    await expect(w.close()).rejects.toThrow(
+      /"b" was written by another writer and its CRC never came/,
     );
     await w.abort();
   });

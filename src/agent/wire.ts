@@ -129,7 +129,11 @@ export async function* readFrames(stream: AsyncIterable<Buffer>): AsyncGenerator
       }
       const payload = payloadLength ? queue.take(payloadLength) : [];
       const frame: Frame = {
-        header: payloadLength ? { ...header, nbytes: payloadLength } : header,
+        // a copy only for the rest of a frame handed on in parts (its nbytes is the rest's)
+        header:
+          payloadLength && payloadLength !== header.nbytes
+            ? { ...header, nbytes: payloadLength }
+            : header,
         payload,
       };
       header = null;

@@ -548,3 +548,31 @@ def test_a_failed_direct_write_is_raised_once_as_a_write_error_and_the_pipe_stil
     os.close(write_fd)
     reader.join()
     assert [h["type"] for h, _ in parse_frames(got["bytes"])] == ["pass", "error"]
+
+
+def test_pool_buffers_prepared_ahead_carry_a_long_stream_in_order_and_stay_bounded(tmp_path):
+    """The writer thread makes the copy buffers before the copier needs them (Wire.prepare_direct,
+    then one ahead as buffers are taken); a stream far larger than the pool still arrives whole
+    and in order, through no more than POOL_BUFFERS buffers."""
+    from torchlens_agent.wire import _Writer
+
+    target = tmp_path / "stream.bin"
+    fd = os.open(str(target), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    writer = _Writer(fd)
+    try:
+        writer.prepare()
+        writer.drain()
+        assert writer.pool_made == 1 and writer.free.qsize() == 1  # made by the thread, ready
+        rng = np.random.default_rng(3)
+        pieces = [rng.integers(0, 256, size=int(n), dtype=np.uint8) for n in rng.integers(1, 7 << 20, size=24)]
+        for p in pieces:
+            source = p.copy()
+            writer.put_copy(source.data)
+            source[:] = 0  # the tensor changing after it was recorded: the copy went out
+        writer.drain()
+        assert writer.pool_made <= _Writer.POOL_BUFFERS
+    finally:
+        writer.items.put(None)
+        writer.thread.join()
+        os.close(fd)
+    assert target.read_bytes() == b"".join(p.tobytes() for p in pieces)

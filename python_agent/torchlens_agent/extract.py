@@ -14,6 +14,8 @@ from .wire import Wire
 
 def extract(wire: Wire, request: Dict[str, Any]) -> int:
     wall0 = time.perf_counter()
+    if request.get("direct"):
+        wire.prepare_direct()
 
     def body(loaded: Loaded, wrappers: Wrappers, stage: Dict[str, str]) -> None:
         stage["phase"] = "capture"

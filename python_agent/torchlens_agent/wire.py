@@ -23,6 +23,7 @@ _FLUSH_BYTES = 256 << 10  # small frames are batched up to this size...
 _FLUSH_SECONDS = 0.05  # ...or this age, so the CLI's progress keeps moving
 INLINE_BYTES = 64 << 10  # payloads up to this size are copied into the batch: a copy costs less than a write
 _LEN = struct.Struct("<I")
+_MAKE_BUFFER = ("make a pool buffer",)  # a writer-thread item: `_Writer.prepare`
 
 
 def head_room(ndim: int) -> int:
@@ -39,8 +40,10 @@ class _PoolBuffer:
     """One reusable copy buffer; several payloads share it, and it is free again once every piece
     copied into it is written and the copier has moved on (`sealed`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, touch: bool = False) -> None:
         self.array = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        if touch:  # fault its pages in now, off the copying thread's path (4096 faults per buffer)
+            self.array.fill(0)
         self.used = 0
         self.pieces = 0  # queued pieces not yet written
         self.sealed = False
@@ -93,6 +96,9 @@ class _Writer:
             try:
                 if item is None:
                     return
+                if item is _MAKE_BUFFER:
+                    self.free.put(_PoolBuffer(touch=True))
+                    continue
                 view, buffer, offset, pid = item
                 if self.error is None:
                     try:
@@ -134,6 +140,14 @@ class _Writer:
         self.check()
         self.items.put((view, None, offset, pid))
 
+    def prepare(self) -> None:
+        """Have this thread make (and fault in) the next pool buffer before the copier needs it,
+        up to POOL_BUFFERS: the first ahead of a capture whose large payloads it will copy, each
+        next one when the copier takes the last ready one."""
+        if self.pool_made < self.POOL_BUFFERS:
+            self.pool_made += 1
+            self.items.put(_MAKE_BUFFER)
+
     def put_copy(self, view: memoryview, offset: Optional[int] = None, pid: int = 0) -> None:
         """Queue a copy of view (at most CHUNK_BYTES) in a pool buffer: waits while all are in use."""
         self.check()
@@ -145,9 +159,11 @@ class _Writer:
             if self.free.empty() and self.pool_made < self.POOL_BUFFERS:
                 self.pool_made += 1
                 buffer = _PoolBuffer()
-            else:
+            else:  # a buffer written out, or one this thread is preparing
                 buffer = self.free.get()
                 buffer.used, buffer.sealed = 0, False
+            if self.free.empty():
+                self.prepare()
             self.current = buffer
         start = buffer.used
         buffer.array[start : start + n] = np.frombuffer(view, dtype=np.uint8)
@@ -196,6 +212,12 @@ class Wire:
         self._placed: Optional[Tuple[int, int]] = None  # (pass id, offset) of bytes to write directly
 
     # -- direct writes (docs/wire.md) ---------------------------------------------------------
+
+    def prepare_direct(self) -> None:
+        """A capture that writes large payloads directly is coming (the model is still loading):
+        the writer thread makes and faults in their first copy buffer meanwhile, so the forward
+        pass's first large copy does not pay some 4096 page faults."""
+        self._writer.prepare()
 
     def open_direct(self, path: str, at: int) -> None:
         """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { benchDataset, datasetMarkdown, datasetSectionOf, withDatasetSection } from "./dataset.mjs";
+import { benchGrads, gradsMarkdown, gradsSectionOf, withGradsSection } from "./grads.mjs";
 import { machine as describeMachine, freeDisk, meminfo } from "./lib/machine.mjs";
 import {
   agentAlone,
@@ -29,6 +30,8 @@ const HELP = `usage: npm run bench -- [--only NAME[,NAME]] [--runs N] [--big]
 
 speed (in --only, or in a full run): the captured forward against the plain forward on each torch
   found, default threads and one (bench/speed.mjs).
+grads (in --only, or in a full run): extract --grads against a plain forward + backward on each
+  torch found (bench/grads.mjs).
 dataset (in --only, or in a full run): torchlens dataset against a hand-written hook loop
   (bench/dataset.mjs), resnet18 over 512 generated images, then peak memory at 8192.
 
@@ -109,7 +112,7 @@ function parseOptions(argv) {
         .filter(Boolean)
     : null;
   for (const n of only ?? []) {
-    if (n !== "dataset" && n !== "speed" && !MODELS.some((m) => m.name === n))
+    if (!["dataset", "speed", "grads"].includes(n) && !MODELS.some((m) => m.name === n))
       throw new Error(`unknown model ${n}; models: ${MODELS.map((m) => m.name).join(", ")}`);
   }
   return { runs, runsGiven: values.runs !== undefined, only, big: values.big, argv };
@@ -199,11 +202,22 @@ async function runSpeedBench(opts) {
     );
 }
 
+/** extract --grads against a plain forward + backward (bench/grads.mjs): its own section of RESULTS.md. */
+async function runGradsBench(opts) {
+  const result = await benchGrads({ runs: opts.runs });
+  writeSection(withGradsSection, gradsMarkdown(result));
+  for (const r of result.rows)
+    console.log(
+      `grads: torch ${r.torch}, ${r.model.name}: ${fmt(r.S.multiple.median, 3)}× a plain forward + backward (bench/RESULTS.md)`,
+    );
+}
+
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  const sections = ["dataset", "speed"];
+  const sections = ["dataset", "speed", "grads"];
   if (opts.only?.every((n) => sections.includes(n))) {
     if (opts.only.includes("speed")) await runSpeedBench(opts);
+    if (opts.only.includes("grads")) await runGradsBench(opts);
     if (opts.only.includes("dataset")) await runDatasetBench(opts);
     return;
   }
@@ -364,6 +378,8 @@ async function main() {
   if (keptDataset) written = withDatasetSection(written, keptDataset);
   const keptSpeed = speedSectionOf(before);
   if (keptSpeed) written = withSpeedSection(written, keptSpeed);
+  const keptGrads = gradsSectionOf(before);
+  if (keptGrads) written = withGradsSection(written, keptGrads);
   fs.writeFileSync(resultsFile, written);
   console.log(stdoutTable(shown, summaries));
   console.log(
@@ -380,6 +396,7 @@ async function main() {
   }
   for (const n of notes) console.log(`note: ${n}`);
   if (!opts.only || opts.only.includes("speed")) await runSpeedBench(opts);
+  if (!opts.only || opts.only.includes("grads")) await runGradsBench(opts);
   if (withDataset) await runDatasetBench(opts);
   const failed = Object.values(data).flatMap((d) => d.runs.flatMap((r) => r.errors ?? []));
   if (failed.length) {

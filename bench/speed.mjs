@@ -45,7 +45,7 @@ function log(msg) {
 }
 
 /** The torches to measure: Debian's 1.13 and the setup script's torch-2 venv, where present. */
-function pythons() {
+export function pythons() {
   const found = [];
   const debian = process.env.TORCHLENS_PYTHON || "/usr/bin/python3";
   if (fs.existsSync(debian)) found.push(debian);
@@ -54,7 +54,8 @@ function pythons() {
   return found;
 }
 
-async function run(cmd, args, env, what) {
+/** Run a command of the bench, monitored; its last stdout line as JSON, with wall time and peak memory. */
+export async function run(cmd, args, env, what) {
   const r = await runMonitored(cmd, args, { cwd: ROOT, env: { ...process.env, ...env } });
   if (r.code !== 0)
     throw new Error(`${what} exited ${r.code ?? r.signal}: ${r.stderr.slice(-2000)}`);

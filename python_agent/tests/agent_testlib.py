@@ -58,6 +58,17 @@ class Fn(nn.Module):
         return self.fn(*args, **kwargs)
 
 
+def output_ids(node: Dict[str, Any]) -> List[int]:
+    """The output pass ids of a `done` frame's output structure, in the order of the returned value."""
+    if node["kind"] == "tensor":
+        return [node["id"]]
+    if node["kind"] in ("tuple", "list"):
+        return [i for item in node["items"] for i in output_ids(item)]
+    if node["kind"] == "dict":
+        return [i for item in node["items"].values() for i in output_ids(item)]
+    return []
+
+
 class Captured:
     """What one captured forward pass sent, with lookups by pass id and function name."""
 
@@ -87,16 +98,9 @@ class Captured:
     def parents(self, record: Dict[str, Any]) -> List[int]:
         return [pid for pid, _ in record["parents"]]
 
-    def output_ids(self, node: Optional[Dict[str, Any]] = None) -> List[int]:
+    def output_ids(self) -> List[int]:
         """Output pass ids in the order of the returned structure."""
-        node = self.outputs if node is None else node
-        if node["kind"] == "tensor":
-            return [node["id"]]
-        if node["kind"] in ("tuple", "list"):
-            return [i for item in node["items"] for i in self.output_ids(item)]
-        if node["kind"] == "dict":
-            return [i for item in node["items"].values() for i in self.output_ids(item)]
-        return []
+        return output_ids(self.outputs)
 
     def producer(self, output_id: int) -> Dict[str, Any]:
         """The op record an output pass comes from."""

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from agent_testlib import AgentRun, extract_request, start_agent
+from agent_testlib import AgentRun, extract_request, output_ids, start_agent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZOO = os.path.join(ROOT, "zoo", "models.py")
@@ -33,16 +33,6 @@ def _extract(model_file: str, device, **fields) -> AgentRun:
     return run
 
 
-def _output_ids(node) -> list:
-    if node["kind"] == "tensor":
-        return [node["id"]]
-    if node["kind"] in ("tuple", "list"):
-        return [i for item in node["items"] for i in _output_ids(item)]
-    if node["kind"] == "dict":
-        return [i for item in node["items"].values() for i in _output_ids(item)]
-    return []
-
-
 def _validate(run: AgentRun, model_file: str, device, tmp_path, **fields) -> dict:
     records = run.of_type("pass")
     npz = tmp_path / "activations.npz"
@@ -52,7 +42,7 @@ def _validate(run: AgentRun, model_file: str, device, tmp_path, **fields) -> dic
                  "array": f"p{r['id']}" if r["stored_dtype"] is not None else None,
                  "parents": [pid for pid, _ in r["parents"]]} for r in records]
     (done,) = run.of_type("done")
-    outputs = [{"id": i, "array": f"p{i}", "dtype": by_id[i]["dtype"]} for i in _output_ids(done["outputs"])]
+    outputs = [{"id": i, "array": f"p{i}", "dtype": by_id[i]["dtype"]} for i in output_ids(done["outputs"])]
     request = dict(extract_request(model_file, device=str(device), **fields), type="validate", npz=str(npz),
                    expected=expected, outputs=outputs, check_dependence=True)
     check = start_agent(request).wait(timeout=600)

@@ -2,12 +2,14 @@
 stream it."""
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
+from .capture.grads import GradWatch, inputs_requiring_grad, run_backward, target_of
 from .capture.install import Wrappers
 from .capture.run import run_captured
 from .capture.session import CaptureSession
 from .load import seed_everything
+from .errors import UserError
 from .request import Loaded, guarded
 from .wire import Wire
 
@@ -22,25 +24,42 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
         session = CaptureSession(wire, loaded.model, save=request.get("save", "all"),
                                  max_repr=int(request.get("max_args_repr", 64)))
         seed_everything(loaded.seed)  # the forward pass sees the same RNG state on every run
+        grads: Dict[str, Any] = request.get("grads") or {}
+        args, kwargs = loaded.args, loaded.kwargs
+        if grads:  # docs/gradients.md
+            if not loaded.grad:
+                raise UserError("grads", "gradients need the forward pass to run with autograd on",
+                                "drop --no-grad (--grads runs the forward pass with autograd on)")
+            args, kwargs, _leaves = inputs_requiring_grad(args, kwargs)
+            if request.get("save") != "none":  # a dry run (extract --layers) runs the same ops, no backward
+                session.grads = GradWatch(wire)
         direct = request.get("direct")
         if direct:  # large payloads go straight into the CLI's .npz (docs/wire.md, "Direct writes")
             wire.open_direct(str(direct["path"]), int(direct["at"]))
         try:
-            out, forward_s = run_captured(wrappers, session, loaded.model, loaded.args, loaded.kwargs,
-                                          grad=loaded.grad)
-            send_done(wire, session, wrappers, session.add_outputs(out), forward_s, wall0)
+            out, forward_s = run_captured(wrappers, session, loaded.model, args, kwargs, grad=loaded.grad)
+            out = session.alias_outputs(out)  # with --grads: the target's own gradient at each output
+            outputs = session.add_outputs(out)
+            extra = None
+            if session.grads is not None:
+                stage["phase"] = "grads"
+                target = target_of(grads.get("target") or {"kind": "sum"}, loaded.module, out, args, kwargs)
+                extra = run_backward(session.grads, target, loaded.model, bool(grads.get("params")))
+            send_done(wire, session, wrappers, outputs, forward_s, wall0, extra)
         finally:
+            if session.grads is not None:
+                session.grads.close()
             wire.close_direct()
 
     return guarded(wire, request, body)
 
 
 def send_done(wire: Wire, session: CaptureSession, wrappers: Wrappers, outputs: Dict[str, Any], forward_s: float,
-              wall0: float) -> None:
+              wall0: float, extra: Optional[Dict[str, Any]] = None) -> None:
     """The `done` frame that ends a captured forward's stream (also a dataset's probe); with a
     direct file, once every direct write is done, with their CRCs."""
     t0 = time.perf_counter()
-    done: Dict[str, Any] = {}
+    done: Dict[str, Any] = dict(extra or {})
     crcs = wire.finish_direct()
     if crcs is not None:
         done["direct_crcs"] = crcs

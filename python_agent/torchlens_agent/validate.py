@@ -1,6 +1,7 @@
 """The `validate` request: replay the forward pass against a saved run (validation/), check that the
 capture saw every torch call (validation/completeness.py), then compare a plain forward pass's
-outputs with the saved outputs."""
+outputs with the saved outputs. A run with gradients (the request's `gradients`) has them checked
+too (validation/grads.py): replayed pass by pass, and against a plain backward pass."""
 
 import copy
 import time
@@ -9,6 +10,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from .capture.arrays import tensor_bytes
+from .capture.grads import inputs_requiring_grad
 from .capture.ops import NOT_OPS
 from .capture.run import run_captured
 from .load import seed_everything
@@ -16,6 +18,7 @@ from .request import Loaded, guarded
 from .validation import completeness
 from .validation.arrays import RunArrays
 from .validation.compare import compare
+from .validation.grads import input_leaves, plain_backward, summary
 from .validation.session import ValidationSession
 from .walk import tensors_in_order
 from .wire import Wire
@@ -64,11 +67,28 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
             seed_everything(loaded.seed)
             return loaded.fresh_inputs()
 
+        gradients = request.get("gradients")  # docs/gradients.md, "Validation"
+
+        def start() -> Tuple[tuple, Dict[str, Any]]:
+            """fresh_start, and with gradients the inputs made to require them as extract made
+            them, so that every pass runs the ops extract's did."""
+            args, kwargs = fresh_start()
+            if gradients:
+                args, kwargs, _ = inputs_requiring_grad(args, kwargs)
+            return args, kwargs
+
         session = ValidationSession(wire, loaded.model, expected, arrays,
-                                    check_dependence=bool(request.get("check_dependence", True)))
-        args, kwargs = fresh_start()
+                                    check_dependence=bool(request.get("check_dependence", True)),
+                                    gradients=gradients)
+        args, kwargs = start()
         out, forward_s = run_captured(wrappers, session, loaded.model, args, kwargs, grad=loaded.grad)
         session.add_outputs(out)
+        gradcheck = session.gradcheck
+        if gradcheck is not None:
+            gradcheck.after_forward(session.tag_of)
+            gradcheck.target(loaded.module, out, args, kwargs, arrays, {e["id"]: e.get("array") for e in expected},
+                             session.tag_of)
+        del out, args, kwargs  # with gradients, the forward pass's graph: freed before the next passes
         wire.flush()
 
         # completeness: the calls a TorchFunctionMode sees, under capture and in a plain pass. In
@@ -77,20 +97,26 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         if completeness.available():
             captured_calls = completeness.CallCounter(NOT_OPS, wrappers.switch)
             probe = completeness.ProbeSession(loaded.model)
-            args, kwargs = fresh_start()
+            args, kwargs = start()
             with captured_calls:
                 run_captured(wrappers, probe, loaded.model, args, kwargs, grad=loaded.grad)
         wrappers.restore()
         if completeness.available():
             plain_calls = completeness.CallCounter(NOT_OPS)
-            args, kwargs = fresh_start()
+            args, kwargs = start()
             with torch.set_grad_enabled(loaded.grad), plain_calls:
                 loaded.model(*args, **kwargs)
 
         # ground truth: a plain forward pass, no wrappers installed, same seed and inputs
         args, kwargs = fresh_start()  # what the model was given, not what the captured pass left
+        leaves: List[Any] = []
+        if gradients:
+            original = (args, kwargs)
+            args, kwargs, made = inputs_requiring_grad(args, kwargs)
+            leaves = input_leaves(original, (args, kwargs), made)
         with torch.set_grad_enabled(loaded.grad):  # the grad mode the run was captured in
-            plain = tensors_in_order(loaded.model(*args, **kwargs))
+            plain_out = loaded.model(*args, **kwargs)
+            plain = tensors_in_order(plain_out)
         ground: List[Dict[str, Any]] = []
         for i, want in enumerate(outputs_expected):
             entry: Dict[str, Any] = {"id": want["id"], "ok": False, "reason": None, "max_abs_err": None}
@@ -106,10 +132,20 @@ def validate(wire: Wire, request: Dict[str, Any]) -> int:
         if len(plain) > len(outputs_expected):
             ground.append({"id": None, "ok": False, "max_abs_err": None,
                            "reason": f"the plain forward pass returned {len(plain)} tensors, the run has {len(outputs_expected)}"})
+        done: Dict[str, Any] = {"type": "done", "num_ops": session.num_ops, "num_passes": session.next_id - 1,
+                                "counts": session.counts, "ground_truth": ground,
+                                "completeness": completeness.report(captured_calls, plain_calls),
+                                "forward_ms": forward_s * 1000.0}
+        if gradcheck is not None and gradients:
+            stage["phase"] = "grads"
+            inputs = sorted((e for e in expected if e.get("kind") == "input"), key=lambda e: e["id"])
+            grad_ground = plain_backward(loaded.model, loaded.module, gradcheck.spec, plain_out, args, kwargs, leaves,
+                                         inputs, list(gradients.get("params") or []), gradcheck.arrays)
+            verdicts = gradcheck.finish()
+            gradcheck.close()
+            done["gradients"] = {"verdicts": verdicts, "counts": summary(verdicts), "ground_truth": grad_ground}
         arrays.close()
-        wire.send({"type": "done", "num_ops": session.num_ops, "num_passes": session.next_id - 1,
-                   "counts": session.counts, "ground_truth": ground,
-                   "completeness": completeness.report(captured_calls, plain_calls), "forward_ms": forward_s * 1000.0,
-                   "wall_ms": (time.perf_counter() - wall0) * 1000.0}, flush=True)
+        done["wall_ms"] = (time.perf_counter() - wall0) * 1000.0
+        wire.send(done, flush=True)
 
     return guarded(wire, request, body)

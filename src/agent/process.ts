@@ -235,6 +235,7 @@ export function agentErrorToError(err: AgentError, stderr: string): TorchlensErr
     replay: "validation could not run",
     stimuli: "reading the stimuli failed",
     dataset: "the dataset run stopped",
+    grads: "taking gradients failed",
     internal: "the agent failed",
   };
   const frames = err.traceback.map(
@@ -251,7 +252,8 @@ export function agentErrorToError(err: AgentError, stderr: string): TorchlensErr
     exitCode:
       err.phase === "input" ||
       err.phase === "load" ||
-      ((err.phase === "replay" || err.phase === "stimuli") && err.exc_type === "UserError")
+      ((err.phase === "replay" || err.phase === "stimuli" || err.phase === "grads") &&
+        err.exc_type === "UserError")
         ? EXIT.usage
         : EXIT.failed,
     details: frames.length ? ["traceback (your code):", ...frames] : [],

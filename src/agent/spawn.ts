@@ -49,6 +49,12 @@ export function spawnAgent(python: string, cwd?: string, standby = false): Spawn
     PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
     PYTHONUNBUFFERED: "1",
   };
+  // OpenMP's threads (torch 2 runs one per core) spin between parallel regions by default, taking
+  // the cores the agent's writer thread and this CLI need: with them waiting passively, a torch-2
+  // backward of resnet18 here took 0.3 s instead of 0.9 s, its captured forward 0.21 s instead of
+  // 0.26 (docs/architecture.md). A user's own setting is kept.
+  if (!["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"].some((k) => k in process.env))
+    env.OMP_WAIT_POLICY = "PASSIVE";
   if (standby) env.TORCHLENS_AGENT_STANDBY = "1";
   else delete env.TORCHLENS_AGENT_STANDBY;
   const child = spawn(python, ["-m", "torchlens_agent"], {

@@ -5,6 +5,7 @@
 import path from "node:path";
 import type { Command } from "commander";
 import { type AfterCommit, type ExtractSummary, extract } from "../extract/extract.js";
+import { gradRequest } from "../extract/grads.js";
 import { formatBytes, formatMs } from "../ui/format.js";
 import { writeGraph } from "./graph.js";
 import { addModelOptions, type Flags, modelOptions } from "./modelFlags.js";
@@ -31,6 +32,16 @@ const drawGraph: AfterCommit = async (log, run, progress) => {
   }
 };
 
+/** --grad / --no-grad as given on the command line (the last wins), undefined for neither. */
+function explicitGradMode(): boolean | undefined {
+  let mode: boolean | undefined;
+  for (const arg of process.argv) {
+    if (arg === "--grad") mode = true;
+    else if (arg === "--no-grad") mode = false;
+  }
+  return mode;
+}
+
 export function register(cli: Command): void {
   addModelOptions(
     cli
@@ -54,14 +65,38 @@ export function register(cli: Command): void {
         "also draw the rolled graph into RUN/graph.svg (torchlens graph draws others)",
         false,
       )
+      .option(
+        "--grads",
+        "also run one backward pass and save the gradient of the target with respect to every saved pass, to RUN/gradients.npz (implies --grad)",
+        false,
+      )
+      .option(
+        "--target <output[index]>",
+        "with --grads: the gradient target, one element of an output, e.g. 'output_1[0, 207]' (default: the sum of the outputs)",
+      )
+      .option(
+        "--loss <name>",
+        "with --grads: the target is NAME(output, *inputs), a function of the model file returning a scalar",
+      )
+      .option("--param-grads", "with --grads: save the parameters' gradients too", false)
       .option("--json", "print the summary as JSON on stdout", false),
   )
     .addHelpText("after", EXIT_HELP)
     .action(async (modelFile: string, o: Flags) => {
       const stem = modelFile.replace(/^.*[\\/]/, "").replace(/\.py$/, "");
+      const grads = gradRequest({
+        grads: Boolean(o.grads),
+        target: o.target as string | undefined,
+        loss: o.loss as string | undefined,
+        paramGrads: Boolean(o.paramGrads),
+        gradMode: explicitGradMode(),
+      });
+      const model = modelOptions(modelFile, o);
       const summary = await extract(
         {
-          ...modelOptions(modelFile, o),
+          ...model,
+          grad: model.grad || grads !== null,
+          grads,
           out: (o.out as string | undefined) ?? `runs/${stem}`,
           force: Boolean(o.force),
           layers: o.layers as string[] | undefined,

@@ -1,8 +1,9 @@
 /**
  * `torchlens graph RUN`: the run's computational graph, rolled (one node per layer, loops folded
  * into loop-back edges) or unrolled (one node per pass), with modules as nested clusters; written
- * as SVG (laid out by the bundled WebAssembly Graphviz in a worker thread) or as DOT. `writeGraph`
- * is what `extract --graph` calls on a log it has just built.
+ * as SVG (laid out by the bundled WebAssembly Graphviz in a worker thread) or as DOT; `--color
+ * grad-norm` shades nodes by gradient norm in a run made with --grads. `writeGraph` is what
+ * `extract --graph` calls on a log it has just built.
  */
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -10,7 +11,13 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { usageError } from "../errors.js";
 import { DIRECTIONS, type Direction, toDotText } from "../graph/dot.js";
 import { renderSvg } from "../graph/render.js";
-import { buildView, type GraphMode, type GraphView } from "../graph/view.js";
+import {
+  buildView,
+  COLOR_BY,
+  type ColorBy,
+  type GraphMode,
+  type GraphView,
+} from "../graph/view.js";
 import { selectPasses, splitSelectors } from "../log/select.js";
 import type { RunLog } from "../log/types.js";
 import { fsError } from "../store/files.js";
@@ -29,6 +36,8 @@ export interface GraphOptions {
   direction?: Direction;
   /** Selectors (as for `--layers` elsewhere) of the passes to highlight. */
   layers?: string[];
+  /** Shade nodes by this (grad-norm: a run made with --grads); default: the kinds' fills. */
+  color?: ColorBy | null;
 }
 
 export interface WriteGraphOptions extends GraphOptions {
@@ -74,6 +83,12 @@ export function graphDot(
   log: RunLog,
   options: GraphOptions = {},
 ): { view: GraphView; dot: string } {
+  const color = options.color ?? null;
+  if (color === "grad-norm" && !(log.gradients ?? null))
+    throw usageError(
+      "--color grad-norm: the run has no gradients (it was extracted without --grads)",
+      "re-extract with --grads (torchlens extract MODEL -o RUN --grads), then draw it with --color grad-norm",
+    );
   const highlight = options.layers?.length
     ? new Set(selectPasses(log, splitSelectors(options.layers), "--layers").labels)
     : null;
@@ -81,6 +96,7 @@ export function graphDot(
     mode: options.mode ?? "rolled",
     depth: options.depth ?? null,
     highlight,
+    ...(color ? { color } : {}),
   });
   return { view, dot: toDotText(view, { direction: options.direction ?? "TB" }) };
 }
@@ -185,6 +201,14 @@ function depthValue(value: string): number {
   return Number(value);
 }
 
+function colorValue(value: string): ColorBy {
+  if (!COLOR_BY.includes(value as ColorBy))
+    throw new InvalidArgumentError(
+      `not ${COLOR_BY.join(" or ")} (the only way to color nodes so far; needs a run made with --grads)`,
+    );
+  return value as ColorBy;
+}
+
 function directionValue(value: string): Direction {
   const d = value.toUpperCase() as Direction;
   if (!DIRECTIONS.includes(d))
@@ -221,6 +245,11 @@ export function register(cli: Command): void {
       "highlight these passes: labels, layer labels, functions, module addresses, ordinals, globs (comma-separated; repeatable)",
       collect,
     )
+    .option(
+      "--color <what>",
+      `shade nodes by: ${COLOR_BY.join(", ")} (the gradient norm, log scale, of a run made with --grads; a rolled node takes its passes' largest)`,
+      colorValue,
+    )
     .action(async (run: string, o) => {
       const summary = await graph(run, {
         out: o.out as string | undefined,
@@ -228,6 +257,7 @@ export function register(cli: Command): void {
         depth: (o.depth as number | undefined) ?? null,
         direction: o.direction as Direction,
         layers: o.layers as string[] | undefined,
+        color: (o.color as ColorBy | undefined) ?? null,
       });
       if (summary.out !== "-") process.stderr.write(`${describeGraph(summary)}\n`);
     });

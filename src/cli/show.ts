@@ -1,7 +1,8 @@
 /**
  * `torchlens show RUN LABEL`: everything the log says about one pass or one layer, with
- * statistics of the saved arrays read from activations.npz; `--json` for programs, `--npy` to
- * stream one pass's array to stdout as a .npy file.
+ * statistics of the saved arrays read from activations.npz (and, in a run made with --grads, of
+ * their gradients read from gradients.npz); `--json` for programs, `--npy` to stream one pass's
+ * array (`--npy --grad`: its gradient) to stdout as a .npy file.
  */
 import { pipeline } from "node:stream/promises";
 import type { Command } from "commander";
@@ -9,7 +10,7 @@ import { usageError } from "../errors.js";
 import { NUMPY_AS_TORCH } from "../log/dtypes.js";
 import { LogIndex } from "../log/logIndex.js";
 import { resolveTarget } from "../log/target.js";
-import type { Layer, Pass, RunLog } from "../log/types.js";
+import type { GradTarget, Layer, Pass, PassGrad, RunLog } from "../log/types.js";
 import { type ArrayStats, arrayStats } from "../stats/arrayStats.js";
 import { NpzReader } from "../store/npzRead.js";
 import { readRun } from "../store/readRun.js";
@@ -24,6 +25,11 @@ export interface PassView {
   child_args: string[];
   /** Statistics of the saved array; null when the pass was not saved. */
   stats: ArrayStats | null;
+  /**
+   * Statistics of the pass's saved gradient; null when it has none saved. Only in runs made with
+   * --grads: older runs' JSON keeps exactly the fields it always had.
+   */
+  grad_stats?: ArrayStats | null;
 }
 
 export type ShowView =
@@ -36,27 +42,59 @@ async function statsOf(pass: Pass, npz: () => Promise<NpzReader>): Promise<Array
   return arrayStats(info.descr, data);
 }
 
-/** Everything `show` reports, reading the arrays it needs. */
-export async function showView(log: RunLog, npzPath: string, label: string): Promise<ShowView> {
+/** A pass's gradient as the log records it; /1 logs have no `grad` at all (read as null). */
+const gradOf = (p: Pass): PassGrad | null => p.grad ?? null;
+
+async function gradStatsOf(pass: Pass, npz: () => Promise<NpzReader>): Promise<ArrayStats | null> {
+  const grad = gradOf(pass);
+  if (grad?.status !== "saved") return null;
+  const { info, data } = await (await npz()).read(grad.array);
+  return arrayStats(info.descr, data);
+}
+
+/** Opens an npz on first use, so a view that needs none of its arrays never opens it. */
+function lazyReader(file: string): { get: () => Promise<NpzReader>; close: () => Promise<void> } {
+  let reader: NpzReader | null = null;
+  return {
+    get: async () => {
+      reader ??= await NpzReader.open(file);
+      return reader;
+    },
+    close: async () => (reader as NpzReader | null)?.close(),
+  };
+}
+
+/**
+ * Everything `show` reports, reading the arrays it needs; with `gradsPath` (the run's
+ * gradients.npz, for a run made with --grads) each pass's gradient statistics too.
+ */
+export async function showView(
+  log: RunLog,
+  npzPath: string,
+  label: string,
+  gradsPath: string | null = null,
+): Promise<ShowView> {
   const index = new LogIndex(log);
   const target = resolveTarget(index, label, "show");
-  let reader: NpzReader | null = null;
-  const npz = async () => {
-    reader ??= await NpzReader.open(npzPath);
-    return reader;
+  const acts = lazyReader(npzPath);
+  const grads = gradsPath !== null && log.gradients ? lazyReader(gradsPath) : null;
+  const view = async (p: Pass): Promise<PassView> => {
+    const v: PassView = {
+      pass: p,
+      child_args: index.childArgs(p),
+      stats: await statsOf(p, acts.get),
+    };
+    if (grads) v.grad_stats = await gradStatsOf(p, grads.get);
+    return v;
   };
-  const view = async (p: Pass): Promise<PassView> => ({
-    pass: p,
-    child_args: index.childArgs(p),
-    stats: await statsOf(p, npz),
-  });
   try {
     if (target.kind === "pass") return { kind: "pass", ...(await view(target.pass)) };
     const passes: PassView[] = [];
     for (const p of target.passes) passes.push(await view(p));
     return { kind: "layer", layer: target.layer, passes };
   } finally {
-    await (reader as NpzReader | null)?.close();
+    await acts.close();
+    await grads?.close();
   }
 }
 
@@ -66,11 +104,11 @@ const field = (name: string, value: string) => `  ${name.padEnd(WIDTH)}${value}`
 const funcText = (func: string, qualname: string | null | undefined) =>
   qualname && qualname !== func ? `${func}  (${qualname})` : func;
 
-function describeStats(s: ArrayStats | null, pass: Pass): string[] {
-  if (!s) return [field("array", "not saved (the extract's --layers left it out)")];
+/** The statistics lines of one array; `heading` names it (its key and file, its size). */
+function statsLines(s: ArrayStats, heading: string[]): string[] {
   const over = s.over === "magnitude" ? " (over |z|)" : "";
   const lines = [
-    field("array", `${pass.array} in activations.npz, ${plural(s.count, "element")}`),
+    ...heading,
     field("min / max", `${formatStat(s.min)} / ${formatStat(s.max)}${over}`),
     field("mean / std", `${formatStat(s.mean)} / ${formatStat(s.std)}`),
     field("nan / ±inf", `${s.nan} / ${s.posinf} +inf, ${s.neginf} -inf`),
@@ -78,6 +116,41 @@ function describeStats(s: ArrayStats | null, pass: Pass): string[] {
   ];
   if (s.trues !== undefined) lines.push(field("true", `${s.trues} of ${s.count}`));
   return lines;
+}
+
+function describeStats(s: ArrayStats | null, pass: Pass): string[] {
+  if (!s) return [field("array", "not saved (the extract's --layers left it out)")];
+  return statsLines(s, [
+    field("array", `${pass.array} in activations.npz, ${plural(s.count, "element")}`),
+  ]);
+}
+
+/** What the gradients are of, in words: `the sum of the outputs`, `output_1[0, 207]`. */
+export function targetText(t: GradTarget): string {
+  if (t.kind === "sum") return "the sum of the outputs";
+  if (t.kind === "index") return `${t.output}[${t.index.join(", ")}]`;
+  return `${t.function}(output, *inputs)`;
+}
+
+/** A gradient's L2 norm as the log gives it (null: not finite). */
+const normText = (norm: number | null) => (norm === null ? "not finite" : formatStat(norm));
+
+/**
+ * The gradient lines under the activation's, in a run made with --grads: a pass the target does
+ * not depend on says so rather than showing zeros (it has no gradient at all).
+ */
+function describeGrad(s: ArrayStats | null, pass: Pass, target: GradTarget): string[] {
+  const grad = gradOf(pass);
+  const of = field("target", targetText(target));
+  if (grad === null) return [field("gradient", "not saved (the extract's --layers left it out)")];
+  if (grad.status === "none")
+    return [field("gradient", "none: the target does not depend on this pass"), of];
+  if (!s) return [field("gradient", `${grad.array} in gradients.npz`), of];
+  return statsLines(s, [
+    field("gradient", `${grad.array} in gradients.npz, ${plural(s.count, "element")}`),
+    of,
+    field("norm", normText(grad.norm)),
+  ]);
 }
 
 function flags(p: Pass): string[] {
@@ -94,7 +167,7 @@ function flags(p: Pass): string[] {
   return named.filter(([on]) => on).map(([, name]) => name);
 }
 
-function describePass(v: PassView): string[] {
+function describePass(v: PassView, target: GradTarget | null): string[] {
   const p = v.pass;
   const stored =
     p.stored_dtype && NUMPY_AS_TORCH[p.stored_dtype] !== p.dtype
@@ -134,10 +207,56 @@ function describePass(v: PassView): string[] {
   ] as const) {
     if (value !== undefined) lines.push(field(name, value));
   }
-  return [...lines, ...describeStats(v.stats, p)];
+  const grad = target ? describeGrad(v.grad_stats ?? null, p, target) : [];
+  return [...lines, ...describeStats(v.stats, p), ...grad];
 }
 
-function describeLayer(layer: Layer, passes: PassView[], width: number | null): string[] {
+/** The statistics cells of one table row, or `missing` and blanks when there is no array. */
+function statCells(s: ArrayStats | null, missing: string): Cell[] {
+  if (!s) return [missing, "", "", "", "", "", ""];
+  return [
+    formatStat(s.min),
+    formatStat(s.max),
+    formatStat(s.mean),
+    formatStat(s.std),
+    s.nan,
+    s.posinf + s.neginf,
+    s.zeros,
+  ];
+}
+
+const right = "right" as const;
+const STAT_COLUMNS = ["min", "max", "mean", "std", "nan", "inf", "zeros"].map((header) => ({
+  header,
+  align: right,
+}));
+
+/** A layer's gradient table: one row per pass, its norm then the same statistics. */
+function gradTable(passes: PassView[], target: GradTarget, width: number | null): string[] {
+  const rows = passes.map(({ pass: p, grad_stats: s }): Cell[] => {
+    const grad = gradOf(p);
+    if (grad === null) return [p.label, "", "not saved", "", "", "", "", "", ""];
+    if (grad.status === "none") return [p.label, "none", "", "", "", "", "", "", ""];
+    return [p.label, normText(grad.norm), ...statCells(s ?? null, "not read")];
+  });
+  const columns = [
+    { header: "pass", keep: true },
+    { header: "grad norm", align: right },
+    ...STAT_COLUMNS,
+  ];
+  return [
+    "",
+    `gradients of ${targetText(target)} (none: the target does not depend on the pass)`,
+    ...renderTable(columns, rows, { width }).split("\n"),
+  ];
+}
+
+function describeLayer(
+  layer: Layer,
+  passes: PassView[],
+  width: number | null,
+  target: GradTarget | null,
+): string[] {
   const first = passes[0]?.pass;
   const shapes = [...new Set(passes.map((v) => formatShape(v.pass.shape)))];
   const total = (f: (p: Pass) => number) => passes.reduce((a, v) => a + f(v.pass), 0);
@@ -162,37 +281,74 @@ function describeLayer(layer: Layer, passes: PassView[], width: number | null): 
     p.label,
     formatShape(p.shape),
     formatMs(p.time_ms, "cell"),
-    ...(s
-      ? [
-          formatStat(s.min),
-          formatStat(s.max),
-          formatStat(s.mean),
-          formatStat(s.std),
-          s.nan,
-          s.posinf + s.neginf,
-          s.zeros,
-        ]
-      : ["not saved", "", "", "", "", "", ""]),
+    ...statCells(s, "not saved"),
   ]);
-  const right = "right" as const;
   const columns = [
     { header: "pass", keep: true },
     { header: "shape" },
     { header: "time ms", align: right },
-    ...["min", "max", "mean", "std", "nan", "inf", "zeros"].map((header) => ({
-      header,
-      align: right,
-    })),
+    ...STAT_COLUMNS,
   ];
-  return [...lines, ...renderTable(columns, rows, { width }).split("\n")];
+  const grads = target ? gradTable(passes, target, width) : [];
+  return [...lines, ...renderTable(columns, rows, { width }).split("\n"), ...grads];
 }
 
-export function renderShow(v: ShowView, width: number | null): string {
-  return (v.kind === "pass" ? describePass(v) : describeLayer(v.layer, v.passes, width)).join("\n");
+/** The text of a view; `target`: the run's gradient target (null for a run without gradients). */
+export function renderShow(
+  v: ShowView,
+  width: number | null,
+  target: GradTarget | null = null,
+): string {
+  return (
+    v.kind === "pass" ? describePass(v, target) : describeLayer(v.layer, v.passes, width, target)
+  ).join("\n");
 }
 
-/** Streams one pass's array to stdout as a .npy file. */
-async function writeNpy(log: RunLog, npzPath: string, label: string): Promise<void> {
+/** The key of the array `--npy` streams: the pass's activation, or with `grad` its gradient. */
+function npyKey(log: RunLog, pass: Pass, grad: boolean): string {
+  if (!grad) {
+    if (!pass.saved || pass.array === null) {
+      throw usageError(
+        `pass ${pass.label} was not saved, so it has no array`,
+        "re-run torchlens extract with --layers selecting it (or without --layers)",
+      );
+    }
+    return pass.array;
+  }
+  const g = gradOf(pass);
+  if (g === null) {
+    throw usageError(
+      `pass ${pass.label} has no saved gradient: the extract's --layers left it out`,
+      "re-run torchlens extract --grads with --layers selecting it (or without --layers)",
+    );
+  }
+  if (g.status === "none") {
+    throw usageError(
+      `pass ${pass.label} has no gradient: the target${log.gradients ? ` (${targetText(log.gradients.target)})` : ""} does not depend on it`,
+      "pick a pass the target depends on (`torchlens ls RUN` shows each pass's grad norm, `none` where there is no gradient)",
+    );
+  }
+  return g.array;
+}
+
+/** --grad asks for a gradient: only with --npy, and only from a run made with --grads. */
+function checkGradFlag(log: RunLog, run: string, o: { grad: boolean; npy: boolean }): void {
+  if (!o.grad) return;
+  if (!o.npy)
+    throw usageError(
+      "--grad goes with --npy (it streams the pass's gradient instead of its activation)",
+      "use --npy --grad; without --npy, show prints the gradient statistics of a run made with --grads anyway",
+    );
+  if (!(log.gradients ?? null))
+    throw usageError(
+      `${run} has no gradients: it was extracted without --grads`,
+      "re-extract with --grads (torchlens extract MODEL -o RUN --grads), then show --npy --grad",
+    );
+}
+
+/** Streams one pass's array to stdout as a .npy file; with `grad`, its gradient from `npzPath`
+ * (then the run's gradients.npz). */
+async function writeNpy(log: RunLog, npzPath: string, label: string, grad = false): Promise<void> {
   const target = resolveTarget(new LogIndex(log), label, "show");
   if (target.kind === "layer" && target.passes.length !== 1) {
     throw usageError(
@@ -201,22 +357,17 @@ async function writeNpy(log: RunLog, npzPath: string, label: string): Promise<vo
     );
   }
   const pass = target.kind === "pass" ? target.pass : (target.passes[0] as Pass);
-  if (!pass.saved || pass.array === null) {
-    throw usageError(
-      `pass ${pass.label} was not saved, so it has no array`,
-      "re-run torchlens extract with --layers selecting it (or without --layers)",
-    );
-  }
+  const key = npyKey(log, pass, grad);
   if (process.stdout.isTTY) {
     throw usageError(
       "--npy writes binary .npy data, and stdout is a terminal",
-      `redirect it: torchlens show RUN ${pass.label} --npy > ${pass.label.replace(/[^\w.-]/g, "_")}.npy`,
+      `redirect it: torchlens show RUN ${pass.label} --npy${grad ? " --grad" : ""} > ${pass.label.replace(/[^\w.-]/g, "_")}${grad ? ".grad" : ""}.npy`,
     );
   }
   const reader = await NpzReader.open(npzPath);
   guardStdout();
   try {
-    await pipeline(reader.npyStream(pass.array), process.stdout, { end: false });
+    await pipeline(reader.npyStream(key), process.stdout, { end: false });
   } catch (err) {
     // The reader of the pipe went away (`| head -c 100`): not our failure.
     if ((err as NodeJS.ErrnoException).code !== "EPIPE") throw err;
@@ -240,14 +391,21 @@ export function register(cli: Command): void {
       "write the pass's array to stdout as a .npy file (redirect it: > x.npy)",
       false,
     )
+    .option(
+      "--grad",
+      "with --npy: write the pass's gradient (from gradients.npz) instead of its activation",
+      false,
+    )
     .action(async (run: string, label: string, o) => {
       if (o.json && o.npy)
         throw usageError("--json and --npy both write to stdout", "use one of them");
-      const { log, npz } = await readRun(run);
-      if (o.npy) return writeNpy(log, npz, label);
-      const view = await showView(log, npz, label);
+      const { log, npz, gradsNpz } = await readRun(run);
+      checkGradFlag(log, run, o);
+      if (o.npy) return writeNpy(log, o.grad ? (gradsNpz as string) : npz, label, o.grad);
+      const view = await showView(log, npz, label, gradsNpz);
+      const target = log.gradients?.target ?? null;
       await writeStdout(
-        `${o.json ? JSON.stringify(view, null, 2) : renderShow(view, terminalWidth())}\n`,
+        `${o.json ? JSON.stringify(view, null, 2) : renderShow(view, terminalWidth(), target)}\n`,
       );
     });
 }

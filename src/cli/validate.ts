@@ -1,8 +1,10 @@
 /**
  * `torchlens validate RUN` — prove a run's saved activations right by replaying the forward pass
- * (src/validate, python_agent/torchlens_agent/replay.py). `torchlens validate model.py [input
- * flags]` extracts to a temporary run first. Exit 0 when everything passed, 1 when a check failed,
- * 2 when the run cannot be validated (damaged, another schema, the model file gone or changed).
+ * (src/validate, python_agent/torchlens_agent/validate.py), and a run's gradients, when it has
+ * them, by replaying each op's vector-Jacobian product (docs/gradients.md, "Validation").
+ * `torchlens validate model.py [input flags]` extracts to a temporary run first. Exit 0 when
+ * everything passed, 1 when a check failed (a gradient's too), 2 when the run cannot be validated
+ * (damaged, another schema, the model file gone or changed).
  */
 import { statSync } from "node:fs";
 import type { Command } from "commander";
@@ -20,7 +22,7 @@ export function register(cli: Command): void {
     cli
       .command("validate")
       .description(
-        "replay every op of a run from its saved arrays and check each result, the outputs and the graph's edges",
+        "replay every op of a run from its saved arrays and check each result, the outputs and the graph's edges (and a --grads run's gradients)",
       )
       .argument(
         "<run|model.py>",

@@ -13,12 +13,13 @@ import { TorchlensError, usageError } from "../errors.js";
 import { buildLog } from "../log/build.js";
 import { type AgentSelection, planSelection, selectPasses, splitSelectors } from "../log/select.js";
 import type { RawRun, RunLog } from "../log/types.js";
-import { ACTIVATIONS, LOG, sha256File } from "../store/files.js";
+import { ACTIVATIONS, GRADIENTS, LOG, sha256File } from "../store/files.js";
 import type { Manifest } from "../store/manifest.js";
 import { type NextFrame, type Recorded, Recorder, readDryRun } from "../store/recorder.js";
 import { formatBytes } from "../ui/format.js";
 import { Progress } from "../ui/progress.js";
 import { TOOL_VERSION } from "../version.js";
+import type { GradRequest } from "./grads.js";
 import { type InputFlags, type InputSpec, inputSpec } from "./input.js";
 
 /** How to run a model: what extract and `validate model.py` share. */
@@ -37,6 +38,8 @@ export interface ExtractOptions extends ModelOptions {
   force: boolean;
   /** --layers: what to save (the log always lists every pass). */
   layers?: string[];
+  /** --grads and its target (docs/gradients.md); null or absent: no backward pass. */
+  grads?: GradRequest | null;
 }
 
 /** What extract tells people (stderr) and pipelines (--json on stdout). */
@@ -161,9 +164,17 @@ async function manifestOf(m: Made): Promise<Manifest> {
       class: m.log.model.class,
     },
     input: m.input.manifest,
-    options: { device: opts.device, seed: opts.seed, layers: m.selectors, grad: opts.grad },
+    options: {
+      device: opts.device,
+      seed: opts.seed,
+      layers: m.selectors,
+      grad: opts.grad,
+      ...(opts.grads
+        ? { grads: { target: opts.grads.target, params: opts.grads.request.params } }
+        : {}),
+    },
     seed: opts.seed,
-    files: { log: LOG, activations: ACTIVATIONS },
+    files: { log: LOG, activations: ACTIVATIONS, ...(opts.grads ? { gradients: GRADIENTS } : {}) },
     counts: {
       passes: summary.passes,
       layers: summary.layers,
@@ -220,7 +231,8 @@ export async function extract(
     );
   }
   const selectors = opts.layers?.length ? splitSelectors(opts.layers) : null;
-  const recorder = await Recorder.create(opts.out, opts.force);
+  const grads = opts.grads ?? null;
+  const recorder = await Recorder.create(opts.out, opts.force, grads !== null);
   const progress = new Progress();
   const onInterrupt = () => {
     recorder.discardNow();
@@ -245,7 +257,7 @@ export async function extract(
       });
       const streamed = await forward(save, (next) => recorder.record(next, onFrame));
       if (dry) checkSameRun(dry, streamed.raw);
-      const log = recorder.log(streamed.raw);
+      const log = recorder.log(streamed, grads?.target ?? null);
       if (selectors) checkSaved(log, selectors);
       await recorder.writeLog(log);
       const summary = summarize(log, streamed, {
@@ -286,5 +298,7 @@ function extractRequest(
     save,
     direct,
     allow_pickle: opts.allowPickle,
+    // the dry run (save "none") lifts the inputs too, so that it runs the same ops, but takes no backward
+    grads: opts.grads?.request ?? null,
   };
 }

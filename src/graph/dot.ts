@@ -1,7 +1,8 @@
 /**
  * A GraphView as DOT, built with ts-graphviz: the look of each kind of node (the legend in
  * docs/graph.md), module clusters, loop-back edges, and the layout settings that keep large graphs
- * fast. Pure: the text it returns goes to a file, to stdout, or to render.ts for SVG.
+ * fast; with a grad-norm shading, the fills by gradient norm and a legend of their scale. Pure:
+ * the text it returns goes to a file, to stdout, or to render.ts for SVG.
  */
 import {
   Digraph,
@@ -12,7 +13,10 @@ import {
   type SubgraphModel,
   toDot,
 } from "ts-graphviz";
-import type { GraphView, NodeKind } from "./view.js";
+import { formatStat } from "../ui/format.js";
+import { plural } from "../util/text.js";
+import { LIGHT_TEXT_FROM, rampColor, shadeOf } from "./shade.js";
+import type { GradShading, GraphNode, GraphView, NodeKind } from "./view.js";
 
 export type Direction = "TB" | "LR" | "BT";
 export const DIRECTIONS: readonly Direction[] = ["TB", "LR", "BT"];
@@ -71,15 +75,35 @@ const NODE_DEFAULTS: NodeAttributesObject = {
   height: 0.3,
 };
 
-function nodeAttributes(view: GraphView["nodes"][number]): NodeAttributesObject {
+/** The fill of a node without a gradient norm when nodes are shaded: none, white. */
+const UNSHADED = "#ffffff";
+
+/** The fill (and, on dark fills, white text) of a shade `t` along the ramp. */
+function shadeFill(t: number): NodeAttributesObject {
+  return { fillcolor: rampColor(t), ...(t >= LIGHT_TEXT_FROM ? { fontcolor: "#ffffff" } : {}) };
+}
+
+/**
+ * A node's fill by its gradient norm. One without a norm is left unshaded: white, or the dead
+ * look's grey, whatever its kind's own fill — a kind's colour would read as a shade.
+ */
+function gradFill(node: GraphNode, shading: GradShading): NodeAttributesObject {
+  const norm = node.gradNorm ?? null;
+  if (norm === null || shading.scale === null) return node.dead ? {} : { fillcolor: UNSHADED };
+  return shadeFill(shadeOf(norm, shading.scale));
+}
+
+function nodeAttributes(view: GraphNode, shading: GradShading | null): NodeAttributesObject {
   const kind = KIND_STYLE[view.kind];
+  const noGrad = shading !== null && (view.gradNorm ?? null) === null;
   const attrs: NodeAttributesObject = {
     ...kind,
     label: view.lines.join("\n"),
     tooltip: view.tooltip,
-    class: `${view.kind}${view.dead ? " dead" : ""}${view.highlighted ? " highlighted" : ""}`,
+    class: `${view.kind}${view.dead ? " dead" : ""}${view.highlighted ? " highlighted" : ""}${noGrad ? " no-grad" : ""}`,
   };
   if (view.dead) Object.assign(attrs, DEAD, { style: `${kind.style},dashed` });
+  if (shading) Object.assign(attrs, gradFill(view, shading));
   if (view.highlighted) Object.assign(attrs, HIGHLIGHT);
   for (const [k, v] of Object.entries(NODE_DEFAULTS))
     if (attrs[k as keyof NodeAttributesObject] === v) delete attrs[k as keyof NodeAttributesObject];
@@ -125,10 +149,12 @@ export function toModel(view: GraphView, options: DotOptions): Digraph {
   }
 
   const models = new Map<string, NodeModel>();
+  const shading = view.shading ?? null;
   for (const n of view.nodes) {
     const where = n.cluster === null ? g : (subgraphs.get(n.cluster) ?? g);
-    models.set(n.id, where.createNode(n.id, nodeAttributes(n)));
+    models.set(n.id, where.createNode(n.id, nodeAttributes(n, shading)));
   }
+  if (shading) addLegend(g, shading);
   for (const e of view.edges) {
     const attrs: EdgeAttributesObject = {};
     if (e.label !== null) attrs.label = e.label;
@@ -137,6 +163,72 @@ export function toModel(view: GraphView, options: DotOptions): Digraph {
     g.createEdge([models.get(e.tail) as NodeModel, models.get(e.head) as NodeModel], attrs);
   }
   return g;
+}
+
+/** Swatches the legend shows between the smallest and the largest norm, both included. */
+export const LEGEND_STEPS = 5;
+/** The legend's cluster; its nodes' ids (`legend:…`) cannot be pass, layer or module labels. */
+export const LEGEND_CLUSTER = "cluster_legend";
+
+/** One swatch of the legend: its text, fill and hover text. */
+type Swatch = { text: string; fill: NodeAttributesObject; tooltip: string };
+
+const SCALE_TIP = "gradient norm: fills from lightest (smallest) to darkest (largest), log scale";
+
+/** The legend's swatches, lightest first, then the unshaded one when some node has no norm. */
+function legendSwatches(shading: GradShading): Swatch[] {
+  const { scale, unshaded } = shading;
+  const out: Swatch[] = [];
+  const swatch = (text: string, t: number) =>
+    out.push({ text, fill: shadeFill(t), tooltip: SCALE_TIP });
+  if (scale?.zeros && scale.min > 0) swatch("0", 0);
+  if (scale !== null && scale.max > scale.min) {
+    for (let k = 0; k < LEGEND_STEPS; k++) {
+      const t = k / (LEGEND_STEPS - 1);
+      const norm = formatStat(scale.min * (scale.max / scale.min) ** t);
+      swatch(k === 0 ? `min ${norm}` : k === LEGEND_STEPS - 1 ? `max ${norm}` : norm, t);
+    }
+  } else if (scale !== null) {
+    swatch(`min = max ${formatStat(scale.max)}`, shadeOf(scale.max, scale));
+  }
+  if (unshaded > 0) {
+    out.push({
+      text: `no gradient · ${plural(unshaded, "node")}`,
+      fill: { fillcolor: UNSHADED },
+      tooltip:
+        scale === null
+          ? "no pass has a finite gradient norm"
+          : "unshaded: no pass of the node has a finite gradient norm (not recorded, not finite, or the target does not depend on it)",
+    });
+  }
+  return out;
+}
+
+/**
+ * The shading's legend: a cluster of swatches, one rank (nodes without edges share the first),
+ * from the smallest norm to the largest on the log scale, then the unshaded "no gradient".
+ */
+function addLegend(g: Digraph, shading: GradShading): void {
+  const sg = g.createSubgraph(LEGEND_CLUSTER, {
+    label: "gradient norm (log scale)",
+    labeljust: "l",
+    style: "rounded",
+    color: "#8a9bb0",
+    fontname: FONT,
+    fontsize: 10,
+    fontcolor: "#33475b",
+  });
+  for (const [i, { text, fill, tooltip }] of legendSwatches(shading).entries()) {
+    sg.createNode(`legend:${i}`, {
+      shape: "box",
+      style: "filled",
+      color: "#8a9bb0",
+      ...fill,
+      label: text,
+      tooltip,
+      class: "legend",
+    });
+  }
 }
 
 /** The view as DOT text. */

@@ -9,13 +9,20 @@
  *   whose first pass came earlier (recurrence) is a back edge.
  * - depth N: modules nested deeper than N levels (the model itself is level 0) are each drawn as
  *   one node (per call when unrolled, per address when rolled) standing for everything inside.
+ * - color grad-norm (a run made with --grads): each node carries the largest finite gradient norm
+ *   of the passes it stands for, and the view the scale over them; dot.ts shades by it.
  */
 import { type CallRef, formatCall, LogIndex, parseCall } from "../log/logIndex.js";
 import type { Pass, RunLog } from "../log/types.js";
-import { formatBytes, formatCount, formatMs, formatShape } from "../ui/format.js";
+import { formatBytes, formatCount, formatMs, formatShape, formatStat } from "../ui/format.js";
 import { plural } from "../util/text.js";
+import { gradPresence, maxGradNorm, type NormScale, normScale } from "./shade.js";
 
 export type GraphMode = "rolled" | "unrolled";
+
+/** What `--color` shades nodes by. */
+export const COLOR_BY = ["grad-norm"] as const;
+export type ColorBy = (typeof COLOR_BY)[number];
 
 export interface ViewOptions {
   mode: GraphMode;
@@ -23,6 +30,8 @@ export interface ViewOptions {
   depth: number | null;
   /** Pass labels to highlight (a node is highlighted when any pass it stands for is). */
   highlight?: ReadonlySet<string> | null;
+  /** Shade nodes by this; null or absent: the kinds' own fills. */
+  color?: ColorBy | null;
 }
 
 /** How a node looks (the legend in docs/graph.md). */
@@ -45,6 +54,11 @@ export interface GraphNode {
   passes: string[];
   /** Id of its first pass: nodes are listed in this order. */
   order: number;
+  /**
+   * With color grad-norm only: the largest finite gradient norm of the passes it stands for;
+   * null when none has one (not recorded, or the target does not depend on them).
+   */
+  gradNorm?: number | null;
 }
 
 export interface GraphEdge {
@@ -75,6 +89,17 @@ export interface GraphView {
   edges: GraphEdge[];
   /** Parents before children. */
   clusters: GraphCluster[];
+  /** With color grad-norm only: what the shades mean (dot.ts draws it as the legend). */
+  shading?: GradShading;
+}
+
+/** The scale of a grad-norm coloring, for the fills and the legend. */
+export interface GradShading {
+  by: ColorBy;
+  /** Over the nodes' positive finite norms; null when no node has one (every node unshaded). */
+  scale: NormScale | null;
+  /** Nodes drawn without shade: no pass they stand for has a finite gradient norm. */
+  unshaded: number;
 }
 
 export function nodeKind(p: Pass): NodeKind {
@@ -373,12 +398,40 @@ export function buildView(log: RunLog, options: ViewOptions): GraphView {
   });
 
   const folded = depth !== null ? ` · modules deeper than ${depth} folded` : "";
-  return {
+  const view: GraphView = {
     mode,
     title: literal(`${log.model.class} · ${mode} · ${nodeList.length} nodes${folded}`),
     nodes: nodeList,
     edges: edgeList,
     clusters: orderClusters([...b.clusters.values()]),
+  };
+  if (options.color === "grad-norm") view.shading = shadeByGradNorm(b.index, nodeList);
+  return view;
+}
+
+/** The words a node's tooltip gains for its gradient (or for why it has none). */
+function gradTooltip(passes: Pass[], norm: number | null): string {
+  if (norm !== null) return `grad norm ${formatStat(norm)}${passes.length > 1 ? " (largest)" : ""}`;
+  const presence = gradPresence(passes);
+  if (presence === "not finite") return "grad norm not finite";
+  if (presence === "none") return "no gradient: the target does not depend on it";
+  return "gradient not recorded";
+}
+
+/**
+ * Gives each node its gradient norm (rolled and folded nodes: the largest over their passes) and
+ * a tooltip line saying it, and returns the scale over them.
+ */
+function shadeByGradNorm(index: LogIndex, nodes: GraphNode[]): GradShading {
+  for (const n of nodes) {
+    const passes = n.passes.map((l) => index.pass(l)).filter((p): p is Pass => p !== undefined);
+    n.gradNorm = maxGradNorm(passes);
+    n.tooltip = `${n.tooltip}\n${literal(gradTooltip(passes, n.gradNorm))}`;
+  }
+  return {
+    by: "grad-norm",
+    scale: normScale(nodes.map((n) => n.gradNorm ?? null)),
+    unshaded: nodes.filter((n) => n.gradNorm === null).length,
   };
 }
 

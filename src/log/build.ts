@@ -81,6 +81,7 @@ export function toPasses(raw: RawRun, layerOf: number[], saved: (op: OpRecord) =
     for (const key of ["input_path", "output_path", "address", "note"] as const) {
       if (op[key] !== undefined) pass[key] = op[key];
     }
+    pass.grad = null; // filled in by attachGradients for a run with --grads
     return pass;
   });
   const byLabel = new Map(passes.map((p) => [p.label, p]));
@@ -280,6 +281,7 @@ export function buildLog(raw: RawRun, saved: (op: OpRecord) => boolean): RunLog 
     passes,
     layers,
     modules,
+    gradients: null,
   };
 }
 

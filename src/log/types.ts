@@ -92,6 +92,9 @@ export interface RawRun {
   forwardMs: number;
   /** After the forward pass, how long the agent waited for its last bytes to be written. */
   drainMs?: number;
+  /** With --grads: the backward pass's wall time and the target's value (null when not finite). */
+  backwardMs?: number;
+  targetValue?: number | null;
 }
 
 /** One pass in log.json. */
@@ -138,6 +141,51 @@ export interface Pass {
   output_path?: string;
   address?: string;
   note?: string;
+  /**
+   * The gradient of the run's target with respect to this pass (docs/gradients.md): null when not
+   * recorded (no --grads, or --layers did not select the pass), `{status: "none"}` when the target
+   * does not depend on it. Absent in torchlens.log/1 logs (read as null).
+   */
+  grad?: PassGrad | null;
+}
+
+export type PassGrad =
+  | { status: "none" }
+  | {
+      status: "saved";
+      /** Its key in gradients.npz (the pass's label). */
+      array: string;
+      shape: number[];
+      dtype: string;
+      stored_dtype: string;
+      /** L2 norm; null when not finite. */
+      norm: number | null;
+    };
+
+/** What the gradient target was (docs/gradients.md). */
+export type GradTarget =
+  | { kind: "sum" }
+  | { kind: "index"; output: string; index: number[] }
+  | { kind: "loss"; function: string };
+
+export interface ParamGrad {
+  address: string;
+  /** Its key in gradients.npz: `param:{address}`. */
+  array: string;
+  shape: number[];
+  dtype: string;
+  norm: number | null;
+}
+
+/** log.json's `gradients`: present (non-null) in runs made with --grads. */
+export interface Gradients {
+  file: string;
+  target: GradTarget;
+  /** The target's value; null when not finite. */
+  value: number | null;
+  num_saved: number;
+  params: ParamGrad[];
+  backward_ms: number;
 }
 
 export interface Layer {
@@ -193,6 +241,11 @@ export interface RunLog {
   passes: Pass[];
   layers: Layer[];
   modules: ModuleEntry[];
+  /** null without --grads (docs/gradients.md); absent in torchlens.log/1 logs (read as null). */
+  gradients?: Gradients | null;
 }
 
-export const LOG_SCHEMA = "torchlens.log/1";
+export const LOG_SCHEMA = "torchlens.log/2";
+
+/** The schemas this torchlens reads: /2 is /1 with `gradients` and each pass's `grad` added. */
+export const READ_SCHEMAS: readonly string[] = ["torchlens.log/1", LOG_SCHEMA];

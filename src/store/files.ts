@@ -14,6 +14,7 @@ export { fsError };
 export const MANIFEST = "manifest.json";
 export const LOG = "log.json";
 export const ACTIVATIONS = "activations.npz";
+export const GRADIENTS = "gradients.npz";
 
 /** Write `value` as the run's JSON file `file` (named `name` in messages), one space per level. */
 export async function writeJson(file: string, name: string, value: unknown): Promise<void> {

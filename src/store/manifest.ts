@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import { usageError } from "../errors.js";
+import type { GradTarget } from "../log/types.js";
 import { MANIFEST, readJson, writeJson } from "./files.js";
 
 /** The Python side, from the agent's hello. */
@@ -43,6 +44,8 @@ export interface ManifestOptions {
   layers: string[] | null;
   /** Autograd in the forward pass; absent in runs made before the choice existed (autograd on). */
   grad?: boolean;
+  /** --grads (docs/gradients.md): the target and whether the parameters' gradients were saved. */
+  grads?: { target: GradTarget; params: boolean };
 }
 
 export interface Manifest {
@@ -65,7 +68,8 @@ export interface Manifest {
   input: ManifestInput;
   options: ManifestOptions;
   seed: number;
-  files: { log: string; activations: string };
+  /** `gradients` only in runs made with --grads. */
+  files: { log: string; activations: string; gradients?: string };
   counts: { passes: number; layers: number; saved: number; bytes: number; ops_dispatched: number };
   timings: {
     wall_ms: number;
@@ -103,8 +107,8 @@ const KEY_ORDER = {
   model: ["file", "sha256", "name", "class"],
   // one list for the three kinds: each has its keys in this order and lacks the others
   input: ["kind", "source", "path", "in_run", "sha256", "shapes", "dtype", "seed"],
-  options: ["device", "seed", "layers", "grad"],
-  files: ["log", "activations"],
+  options: ["device", "seed", "layers", "grad", "grads"],
+  files: ["log", "activations", "gradients"],
   counts: ["passes", "layers", "saved", "bytes", "ops_dispatched"],
   timings: ["wall_ms", "forward_ms", "first_op_ms", "forwards", "forward_passes"],
 } as const;

@@ -8,8 +8,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { InputRequest } from "../agent/wire.js";
 import { usageError } from "../errors.js";
-import { LOG_SCHEMA, type RunLog } from "../log/types.js";
-import { ACTIVATIONS, LOG, readJson, sha256File } from "./files.js";
+import { LOG_SCHEMA, READ_SCHEMAS, type RunLog } from "../log/types.js";
+import { ACTIVATIONS, GRADIENTS, LOG, readJson, sha256File } from "./files.js";
 import { type Manifest, readManifest } from "./manifest.js";
 
 export interface Run {
@@ -18,6 +18,8 @@ export interface Run {
   log: RunLog;
   /** Path of activations.npz. */
   npz: string;
+  /** Path of gradients.npz; null for a run made without --grads. */
+  gradsNpz: string | null;
 }
 
 export async function readRun(dir: string): Promise<Run> {
@@ -40,20 +42,22 @@ export async function readRun(dir: string): Promise<Run> {
       "re-run torchlens extract to make a complete run",
     );
   }
-  if (manifest.schema !== LOG_SCHEMA) {
+  if (!READ_SCHEMAS.includes(manifest.schema)) {
     throw usageError(
-      `${dir} has log schema ${manifest.schema}; this torchlens reads ${LOG_SCHEMA}`,
+      `${dir} has log schema ${manifest.schema}; this torchlens reads ${READ_SCHEMAS.join(" and ")}`,
       "re-run the extract with this version of torchlens, or use the version that made the run",
     );
   }
   const log = (await readJson(dir, LOG)) as RunLog;
-  if (log?.schema !== LOG_SCHEMA || !Array.isArray(log.passes)) {
+  if (!READ_SCHEMAS.includes(log?.schema) || !Array.isArray(log.passes)) {
     throw usageError(
-      `${dir}/${LOG} is not a ${LOG_SCHEMA} log`,
+      `${dir}/${LOG} is not a ${LOG_SCHEMA} log (nor an older one this torchlens reads)`,
       "re-run torchlens extract to make the run again",
     );
   }
-  return { dir, manifest, log, npz: path.join(dir, ACTIVATIONS) };
+  // a /1 log is a /2 log without gradients (its passes have no `grad`, it has no `gradients`)
+  const gradsNpz = log.gradients ? path.join(dir, log.gradients.file || GRADIENTS) : null;
+  return { dir, manifest, log, npz: path.join(dir, ACTIVATIONS), gradsNpz };
 }
 
 /** The model file and input a run was made from, as the agent is to be given them again. */

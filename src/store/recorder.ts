@@ -9,7 +9,9 @@ import path from "node:path";
 import type { Frame } from "../agent/wire.js";
 import { TorchlensError } from "../errors.js";
 import { buildLog } from "../log/build.js";
+import { attachGradients } from "../log/grads.js";
 import type {
+  GradTarget,
   ModelRecord,
   ModuleCallRecord,
   OpRecord,
@@ -17,14 +19,27 @@ import type {
   RawRun,
   RunLog,
 } from "../log/types.js";
-import { ACTIVATIONS, fsError, LOG } from "./files.js";
+import { ACTIVATIONS, fsError, GRADIENTS, LOG } from "./files.js";
 import { type Manifest, writeManifest } from "./manifest.js";
 import { type NpzEntry, NpzWriter } from "./npz.js";
 import { RunDir } from "./runDir.js";
 
+/** One `grad` frame (docs/gradients.md): a pass's gradient, or a parameter's (negative id). */
+export interface GradRecord {
+  id: number;
+  param?: string;
+  shape: number[];
+  dtype: string;
+  stored_dtype: string;
+  stored_nbytes: number;
+  norm: number | null;
+}
+
 /** What one forward pass sent: its raw run, the bytes of its arrays, when its first op came. */
 export interface Recorded {
   raw: RawRun;
+  /** The gradients sent after the forward pass (--grads), in the order they came. */
+  grads: GradRecord[];
   /** Bytes of array data received. */
   bytes: number;
   /** From the CLI process's start to the first pass that is not an input; null when none came. */
@@ -42,7 +57,8 @@ class ForwardReader {
   private model: ModelRecord | null = null;
   private readonly ops: OpRecord[] = [];
   private readonly moduleCalls: ModuleCallRecord[] = [];
-  private current: { entry: NpzEntry; id: number; remaining: number } | null = null;
+  private current: { entry: NpzEntry; id: number; remaining: number; npz: NpzWriter } | null = null;
+  private readonly grads: GradRecord[] = [];
   /** Entries whose bytes the agent wrote into the npz itself, waiting for their CRCs in `done`. */
   private readonly written = new Map<number, NpzEntry>();
   private bytes = 0;
@@ -53,6 +69,9 @@ class ForwardReader {
     private readonly npz: NpzWriter | null,
     private readonly entries: Map<number, NpzEntry>,
     private readonly onFrame?: OnFrame,
+    /** gradients.npz, for a forward with --grads; null otherwise (a `grad` frame is then an error). */
+    private readonly gradNpz: NpzWriter | null = null,
+    private readonly gradEntries: Map<number, NpzEntry> = new Map(),
   ) {}
 
   async read(next: NextFrame): Promise<Recorded> {
@@ -67,6 +86,9 @@ class ForwardReader {
           break;
         case "data":
           await this.data(header.id, payload);
+          break;
+        case "grad":
+          await this.grad(header as unknown as GradRecord);
           break;
         case "module":
           this.moduleCalls.push(header as unknown as ModuleCallRecord);
@@ -118,7 +140,7 @@ class ForwardReader {
         );
         this.entries.set(op.id, entry);
         if (op.stored_nbytes === 0) await this.npz.endEntry(entry);
-        else this.current = { entry, id: op.id, remaining: op.stored_nbytes };
+        else this.current = { entry, id: op.id, remaining: op.stored_nbytes, npz: this.npz };
       }
     }
     this.onFrame?.(this.ops.length, this.bytes);
@@ -128,7 +150,7 @@ class ForwardReader {
     const current = this.current;
     if (!current || id !== current.id)
       throw new TorchlensError(`the agent sent bytes for pass ${String(id)} out of order`);
-    const npz = this.npz as NpzWriter; // a current entry exists only where there is an npz
+    const npz = current.npz;
     for (const piece of payload) {
       await npz.write(current.entry, piece);
       current.remaining -= piece.length;
@@ -139,6 +161,26 @@ class ForwardReader {
       this.current = null;
     }
     this.onFrame?.(this.ops.length, this.bytes);
+  }
+
+  /** A gradient's header: its bytes follow in data frames with its id, into gradients.npz. */
+  private async grad(g: GradRecord): Promise<void> {
+    if (this.current)
+      throw new TorchlensError(
+        `the agent sent a gradient before finishing the bytes of pass ${this.current.id}`,
+      );
+    if (!this.gradNpz)
+      throw new TorchlensError(
+        `the agent sent a gradient for pass ${g.id} during a forward without --grads`,
+      );
+    if (this.gradEntries.has(g.id))
+      throw new TorchlensError(`the agent sent two gradients for pass ${g.id}`);
+    this.grads.push(g);
+    const key = g.param !== undefined ? `param:${g.param}` : `g${g.id}`;
+    const entry = this.gradNpz.beginEntry(key, g.stored_dtype, g.shape, g.stored_nbytes);
+    this.gradEntries.set(g.id, entry);
+    if (g.stored_nbytes === 0) await this.gradNpz.endEntry(entry);
+    else this.current = { entry, id: g.id, remaining: g.stored_nbytes, npz: this.gradNpz };
   }
 
   private done(header: Frame["header"]): Recorded {
@@ -164,8 +206,10 @@ class ForwardReader {
       torchCalls: header.torch_calls as number,
       forwardMs: header.forward_ms as number,
       drainMs: typeof header.drain_ms === "number" ? header.drain_ms : undefined,
+      backwardMs: typeof header.backward_ms === "number" ? header.backward_ms : undefined,
+      targetValue: typeof header.target_value === "number" ? header.target_value : null,
     };
-    return { raw, bytes: this.bytes, firstOpMs: this.firstOpMs };
+    return { raw, grads: this.grads, bytes: this.bytes, firstOpMs: this.firstOpMs };
   }
 }
 
@@ -174,9 +218,10 @@ async function readForward(
   npz: NpzWriter | null,
   entries: Map<number, NpzEntry>,
   onFrame?: OnFrame,
+  grads?: { npz: NpzWriter; entries: Map<number, NpzEntry> },
 ): Promise<Recorded> {
   try {
-    return await new ForwardReader(npz, entries, onFrame).read(next);
+    return await new ForwardReader(npz, entries, onFrame, grads?.npz, grads?.entries).read(next);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code) throw fsError(err, `writing ${ACTIVATIONS}`);
     throw err;
@@ -190,26 +235,37 @@ export function readDryRun(next: NextFrame, onFrame?: OnFrame): Promise<Recorded
 
 export class Recorder {
   private readonly entries = new Map<number, NpzEntry>();
+  private readonly gradEntries = new Map<number, NpzEntry>();
 
   private constructor(
     private readonly run: RunDir,
     private readonly npz: NpzWriter,
+    /** gradients.npz, for a run with --grads. */
+    private readonly gradNpz: NpzWriter | null,
   ) {}
 
   /**
    * Make the unfinished run beside `target` (see RunDir: with `force` an existing run is replaced
    * once this one is committed) with its activations.npz open for writing.
    */
-  static async create(target: string, force: boolean): Promise<Recorder> {
+  static async create(target: string, force: boolean, grads = false): Promise<Recorder> {
     const run = await RunDir.create(target, force);
+    let npz: NpzWriter | null = null;
     try {
-      return new Recorder(
-        run,
-        await NpzWriter.create(run.file(ACTIVATIONS), { immutablePieces: true }),
-      );
+      npz = await NpzWriter.create(run.file(ACTIVATIONS), { immutablePieces: true });
     } catch (err) {
       run.discard();
       throw fsError(err, `creating ${ACTIVATIONS}`);
+    }
+    try {
+      const gradNpz = grads
+        ? await NpzWriter.create(run.file(GRADIENTS), { immutablePieces: true })
+        : null;
+      return new Recorder(run, npz, gradNpz);
+    } catch (err) {
+      await npz.abort().catch(() => undefined);
+      run.discard();
+      throw fsError(err, `creating ${GRADIENTS}`);
     }
   }
 
@@ -233,7 +289,8 @@ export class Recorder {
 
   /** Read the saving forward until `done`, writing each saved pass's bytes as they arrive. */
   record(next: NextFrame, onFrame?: OnFrame): Promise<Recorded> {
-    return readForward(next, this.npz, this.entries, onFrame);
+    const grads = this.gradNpz ? { npz: this.gradNpz, entries: this.gradEntries } : undefined;
+    return readForward(next, this.npz, this.entries, onFrame, grads);
   }
 
   /** How many passes' arrays were written. */
@@ -241,9 +298,14 @@ export class Recorder {
     return this.entries.size;
   }
 
-  /** The layer log of a recorded pass: a pass is saved when its bytes are in the npz. */
-  log(raw: RawRun): RunLog {
-    return buildLog(raw, (op) => this.entries.has(op.id));
+  /**
+   * The layer log of a recorded pass: a pass is saved when its bytes are in the npz; with
+   * --grads, its gradient is in gradients.npz when the agent sent one.
+   */
+  log(recorded: Recorded, target: GradTarget | null): RunLog {
+    const log = buildLog(recorded.raw, (op) => this.entries.has(op.id));
+    if (this.gradNpz && target) attachGradients(log, recorded, target);
+    return log;
   }
 
   /** Name every array by its pass's label, finish activations.npz, and write log.json. */
@@ -251,11 +313,18 @@ export class Recorder {
     for (const p of log.passes) {
       const entry = this.entries.get(p.id);
       if (entry && p.array) this.npz.rename(entry, p.array);
+      const gradEntry = this.gradEntries.get(p.id);
+      if (gradEntry && p.grad?.status === "saved") this.gradNpz?.rename(gradEntry, p.grad.array);
     }
     try {
       await this.npz.close();
     } catch (err) {
       throw fsError(err, `finishing ${ACTIVATIONS}`);
+    }
+    try {
+      await this.gradNpz?.close();
+    } catch (err) {
+      throw fsError(err, `finishing ${GRADIENTS}`);
     }
     await this.run.writeJson(LOG, log);
   }
@@ -273,6 +342,7 @@ export class Recorder {
   /** Give up the unfinished run: stop the npz and remove the directory (nothing once committed). */
   async discard(): Promise<void> {
     await this.npz.abort().catch(() => undefined);
+    await this.gradNpz?.abort().catch(() => undefined);
     this.run.discard();
   }
 

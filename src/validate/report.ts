@@ -1,9 +1,16 @@
 /**
  * The validation report: one verdict per pass (passed, failed with the largest error and where,
  * exempt with the rule), the ground-truth check of the outputs, the op accounting, and the
- * one-line summary. Exit 0 only when everything passed.
+ * one-line summary; for a run with gradients, their section too (grads.ts). Exit 0 only when
+ * everything passed.
  */
 import type { Pass, RunLog } from "../log/types.js";
+import {
+  type AgentGradients,
+  buildGradients,
+  describeGradients,
+  type GradientsReport,
+} from "./grads.js";
 
 export interface DependenceCheck {
   parent: number;
@@ -77,6 +84,14 @@ export interface ValidationReport {
   largest_error: { pass: string; max_abs_err: number } | null;
   exemptions: Record<string, number>;
   verdicts: PassVerdict[];
+  /** Only for a run with gradients (docs/gradients.md, "Validation"). */
+  gradients?: GradientsReport;
+}
+
+/** What the agent said about a run's gradients, and their CRC check (only for runs with gradients). */
+export interface GradientsInput {
+  agent: AgentGradients | undefined;
+  corrupted: string[];
 }
 
 export function buildReport(
@@ -87,6 +102,7 @@ export function buildReport(
   opsDispatched: number,
   corrupted: string[],
   completeness: Completeness = NOT_CHECKED,
+  gradients?: GradientsInput,
 ): ValidationReport {
   const byId = new Map<number, Pass>(log.passes.map((p) => [p.id, p]));
   const label = (id: number | null) => (id === null ? null : (byId.get(id)?.label ?? `#${id}`));
@@ -131,13 +147,17 @@ export function buildReport(
     ops_dispatched: opsDispatched,
     ok: log.num_ops_dispatched === opsDispatched,
   };
+  const grads = log.gradients
+    ? buildGradients(log, log.gradients.target, gradients?.agent, gradients?.corrupted ?? [])
+    : undefined;
   const ok =
     counts.failed === 0 &&
     missing.length === 0 &&
     groundTruth.every((g) => g.ok) &&
     accounting.ok &&
-    completeness.ok;
-  return {
+    completeness.ok &&
+    (grads?.ok ?? true);
+  const report: ValidationReport = {
     run,
     ok,
     counts,
@@ -150,6 +170,8 @@ export function buildReport(
     exemptions,
     verdicts: passVerdicts,
   };
+  if (grads) report.gradients = grads;
+  return report;
 }
 
 /** The short human report: a summary line and every failure, one line each. */
@@ -193,6 +215,7 @@ export function describeReport(r: ValidationReport, limit = 50): string {
       `FAIL incomplete: the plain forward pass made ${c.plain_calls} tensor-making torch calls, the captured one ${c.captured_calls}${diff ? ` (${diff})` : ""}`,
     );
   }
+  if (r.gradients) lines.push(...describeGradients(r.gradients, limit));
   const ex = Object.entries(r.exemptions)
     .map(([k, n]) => `${k} ${n}`)
     .join(", ");

@@ -11,6 +11,7 @@ import { type ExtractOptions, extract, type ModelOptions } from "../extract/extr
 import { readRun, runSources } from "../store/readRun.js";
 import { verifyArrays } from "../store/verify.js";
 import { Progress } from "../ui/progress.js";
+import { type AgentGradients, verifyGradients } from "./grads.js";
 import { validationPlan } from "./plan.js";
 import {
   buildReport,
@@ -40,6 +41,9 @@ export async function validateRun(dir: string, opts: ValidateOptions): Promise<V
       const corrupted = await verifyArrays(run, (i, n) =>
         progress.update(`checking stored arrays ${i}/${n}`),
       );
+      const gradsCorrupted = await verifyGradients(run, (i, n) =>
+        progress.update(`checking stored gradients ${i}/${n}`),
+      );
       const plan = validationPlan(run.log);
       const { manifest } = run;
       const report = await session.withAgent(async (agent) => {
@@ -56,6 +60,10 @@ export async function validateRun(dir: string, opts: ValidateOptions): Promise<V
           expected: plan.expected,
           outputs: plan.outputs,
           check_dependence: opts.checkDependence,
+          // a run with gradients has them checked too (docs/gradients.md, "Validation")
+          ...(plan.gradients && run.gradsNpz
+            ? { gradients: { ...plan.gradients, file: path.resolve(run.gradsNpz) } }
+            : {}),
         });
         const verdicts: Verdict[] = [];
         for (;;) {
@@ -72,6 +80,12 @@ export async function validateRun(dir: string, opts: ValidateOptions): Promise<V
               header.num_ops as number,
               corrupted,
               header.completeness as Completeness | undefined,
+              run.log.gradients
+                ? {
+                    agent: header.gradients as AgentGradients | undefined,
+                    corrupted: gradsCorrupted,
+                  }
+                : undefined,
             );
           }
         }

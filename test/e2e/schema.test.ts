@@ -91,6 +91,14 @@ const cases: Case[] = [
     name: "cnn --layers relu",
     args: [fixture("cnn.py"), "--input", fixture("cnn_input.pt"), "--layers", "relu"],
   },
+  {
+    name: "cnn --grads --param-grads",
+    args: [fixture("cnn.py"), "--input", fixture("cnn_input.pt"), "--grads", "--param-grads"],
+  },
+  {
+    name: "multi_io --grads --target output_1[1] --layers tanh,-1",
+    args: [fixture("multi_io.py"), "--grads", "--target", "output_1[1]", "--layers", "tanh,-1"],
+  },
 ];
 const runDir = (i: number) => path.join(tmp.dir, `run${i}`);
 const results: { exitCode: number | undefined; stderr: string }[] = [];
@@ -185,6 +193,22 @@ describe("what the fixtures do not reach is really reached", () => {
     expect(JSON.stringify(log.output_structure)).toMatch(/"kind":"value"/);
   });
 
+  test("the gradient runs have saved gradients, passes without one, unrecorded ones and parameters", () => {
+    const grads = cases
+      .map((c, i) => [c, i] as const)
+      .filter(([c]) => c.name.includes("--grads"))
+      .map(
+        ([, i]) =>
+          read(i, "log.json") as {
+            passes: { grad: { status: string } | null }[];
+            gradients: { params: unknown[] };
+          },
+      );
+    const statuses = grads.flatMap((log) => log.passes.map((p) => p.grad?.status ?? "null"));
+    expect(new Set(statuses)).toEqual(new Set(["saved", "none", "null"]));
+    expect(grads.some((log) => log.gradients.params.length > 0)).toBe(true);
+  });
+
   test("the --layers run has unsaved passes", () => {
     const i = cases.findIndex((c) => c.name.includes("--layers"));
     const log = read(i, "log.json") as { passes: { saved: boolean }[] };
@@ -256,7 +280,7 @@ describe("the schemas reject what is not a log or manifest of this version", () 
     [
       "another schema version",
       (l) => {
-        l.schema = "torchlens.log/2";
+        l.schema = "torchlens.log/1";
       },
     ],
     [

@@ -3,7 +3,15 @@ import { copyFileSync, cpSync, readFileSync, statSync, truncateSync, writeFileSy
 import path from "node:path";
 import type { RunLog } from "../../src/log/types.js";
 import type { ValidationReport } from "../../src/validate/report.js";
-import { FIXTURES, fixture, fixtureInput, python, tempDir, torchlens } from "../helpers/cli.js";
+import {
+  FIXTURES,
+  fixture,
+  fixtureInput,
+  flipByteIn,
+  python,
+  tempDir,
+  torchlens,
+} from "../helpers/cli.js";
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
@@ -69,14 +77,7 @@ describe("validate catches what is wrong", () => {
   test("a byte flipped inside a stored array fails its CRC and is named", async () => {
     const run = copyRun(path.join(tmp.dir, "cnn"), "cnn-flipped");
     const npz = path.join(run, "activations.npz");
-    const find = await python([
-      "-c",
-      `import zipfile,struct\nz=zipfile.ZipFile(${JSON.stringify(npz)})\ni=z.getinfo("linear_1_11.npy")\nf=open(${JSON.stringify(npz)},"rb");f.seek(i.header_offset+26);n,e=struct.unpack("<HH",f.read(4))\nprint(i.header_offset+30+n+e+i.file_size-4)`,
-    ]);
-    const offset = Number(find.stdout.trim());
-    const bytes = readFileSync(npz);
-    bytes[offset] ^= 0xff;
-    writeFileSync(npz, bytes);
+    await flipByteIn(npz, "linear_1_11");
     const { res, report } = await validate(run);
     expect(res.exitCode).toBe(1);
     expect(report?.corrupted).toEqual(["linear_1_11"]);

@@ -1,5 +1,5 @@
 /** Run the real CLI (bin/torchlens.js over dist/) and Debian's Python, for integration tests. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -48,6 +48,18 @@ export async function torchlensBytes(
 
 export async function python(args: string[]) {
   return execa(PYTHON, args, { reject: false, cwd: ROOT });
+}
+
+/** Flip one byte inside the stored bytes of an npz entry (its last), so that only its CRC can tell. */
+export async function flipByteIn(npz: string, entry: string): Promise<void> {
+  const find = await python([
+    "-c",
+    `import zipfile,struct\nz=zipfile.ZipFile(${JSON.stringify(npz)})\ni=z.getinfo(${JSON.stringify(`${entry}.npy`)})\nf=open(${JSON.stringify(npz)},"rb");f.seek(i.header_offset+26);n,e=struct.unpack("<HH",f.read(4))\nprint(i.header_offset+30+n+e+i.file_size-4)`,
+  ]);
+  const offset = Number(find.stdout.trim());
+  const bytes = readFileSync(npz);
+  bytes[offset] ^= 0xff;
+  writeFileSync(npz, bytes);
 }
 
 export function tempDir(prefix = "torchlens-test-"): { dir: string; cleanup: () => void } {

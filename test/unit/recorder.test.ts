@@ -92,7 +92,7 @@ describe("a recorded stream through the recorder", () => {
     const got = await recorder.record(feed(frames), (passes, bytes) =>
       progress.push([passes, bytes]),
     );
-    const log = recorder.log(got.raw);
+    const log = recorder.log(got, null);
     expect(log.model.class).toBe("BranchingMLP");
     await recorder.writeLog(log);
     await recorder.writeManifest(manifestFor());
@@ -267,7 +267,7 @@ describe("direct writes: the agent puts a pass's bytes into activations.npz itse
     const direct = new Set(saved.filter((_, i) => i % 2 === 0).map((f) => f.header.id as number));
     const stream = asDirect(frames, recorder.direct(), direct);
     const got = await recorder.record(feed(stream.frames));
-    const log = recorder.log(got.raw);
+    const log = recorder.log(got, null);
     await recorder.writeLog(log);
     await recorder.writeManifest(manifestFor());
     await recorder.commit();

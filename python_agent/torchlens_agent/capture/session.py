@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..dtypes import dtype_name
-from ..walk import dataclass_items, iter_tensors
+from ..walk import dataclass_items, iter_tensors, map_tensors
 from ..wire import INLINE_BYTES
 from .args import summarize, summarize_args
 from .arrays import is_own_copy, shape_of, tensor_bytes
@@ -63,6 +63,8 @@ class CaptureSession:
         self._keep: List[Any] = [model]  # objects whose ids we rely on stay alive
         self._device_names: Dict[torch.device, str] = {}
         self.selection = SavePlan(save, set(self.module_address.values()))
+        # with --grads (docs/gradients.md): the hooks that send the selected passes' gradients
+        self.grads: Optional[Any] = None
 
     # tags -----------------------------------------------------------------------------------
 
@@ -113,8 +115,9 @@ class CaptureSession:
 
     # records --------------------------------------------------------------------------------------
 
-    def emit(self, t: Tensor, record: Dict[str, Any]) -> None:
-        """Fill in a record's tensor facts and hand it to `send_pass`."""
+    def emit(self, t: Tensor, record: Dict[str, Any], grad_of: Optional[Tensor] = None) -> None:
+        """Fill in a record's tensor facts and hand it to `send_pass`; with --grads, watch for the
+        gradient of the pass (of `grad_of` where the pass's tensor is a detached stand-in)."""
         record["shape"] = shape_of(t)
         record["dtype"] = dtype_name(t.dtype)
         device = t.device
@@ -123,15 +126,18 @@ class CaptureSession:
             name = self._device_names[device] = str(device)
         record["device"] = name
         self.send_pass(t, record)
+        grads = self.grads
+        if grads is not None and (self.selection.all or self.selection.wants(record)):
+            grads.watch(t if grad_of is None else grad_of, record["id"])
 
-    def _source(self, t: Tensor, kind: str, func: str, **extra: Any) -> int:
+    def _source(self, t: Tensor, kind: str, func: str, grad_of: Optional[Tensor] = None, **extra: Any) -> int:
         pid = self._new_pass(t)
         record = {"type": "pass", "id": pid, "kind": kind, "func": func, "name": func, "qualname": None,
                   "call": None, "out_index": None, "parents": [], "args": {}, "params": [],
                   "modules": self.modules_now(), "inplace": False,
                   "time_ms": 0.0}
         record.update(extra)
-        self.emit(t, record)
+        self.emit(t, record, grad_of)
         return pid
 
     def add_inputs(self, args: tuple, kwargs: Dict[str, Any]) -> None:
@@ -201,6 +207,11 @@ class CaptureSession:
                 tag = self.tag_of(t)
                 if tag is None or tag < first_new_id:
                     fresh.append((path, t))
+            if self.grads is not None:
+                for _, t in outputs:
+                    tag = self.tag_of(t)
+                    if tag is not None and tag >= first_new_id:  # made by an inner call, now this one's
+                        self.grads.rewatch(t, tag)  # a custom Function's apply gave it a backward node
             if not fresh:
                 return
             params: List[str] = []
@@ -232,6 +243,7 @@ class CaptureSession:
             multi = not isinstance(out, Tensor)
             fused = FUSED_NOTES.get(func)
             for path, t in fresh:
+                before = self.tag_of(t)  # the pass an in-place op's tensor was
                 pid = self._new_pass(t)
                 record = {"type": "pass", "id": pid, "kind": kind, "func": func,
                           "name": name, "qualname": qualname, "call": call,
@@ -242,22 +254,26 @@ class CaptureSession:
                     record["note"] = fused
                 self.emit(t, record)
                 if inplace and t._base is not None:
-                    self._view_written(t._base, pid, modules)
+                    base_pass = self._view_written(t._base, pid, modules)
+                    if base_pass is not None and self.grads is not None:
+                        self.grads.view_write(t, t._base, before, pid, base_pass)
         finally:
             self.paused -= 1
 
-    def _view_written(self, base: Tensor, by: int, modules: List[List[Any]]) -> None:
+    def _view_written(self, base: Tensor, by: int, modules: List[List[Any]]) -> Optional[int]:
         """An in-place op wrote through a view: its base now holds new values, which later readers
-        of the base must see as a pass of their own (parents: the base before, and the write)."""
+        of the base must see as a pass of their own (parents: the base before, and the write).
+        Returns that pass's id (None when the base is not a pass)."""
         before = self.tag_of(base)
         if before is None or id(base) in self.param_address:
-            return
+            return None
         pid = self._new_pass(base)
         self.emit(base, {"type": "pass", "id": pid, "kind": "op", "func": VIEW_WRITE, "name": VIEW_WRITE,
                           "qualname": None, "call": None, "out_index": None,
                           "parents": [[before, "0"], [by, "1"]], "args": {}, "params": [],
                           "modules": modules, "inplace": True, "time_ms": 0.0,
                           "note": "the base of a view that an in-place op wrote to"})
+        return pid
 
     # modules -------------------------------------------------------------------------------------
 
@@ -299,6 +315,24 @@ class CaptureSession:
 
     # outputs ---------------------------------------------------------------------------------------
 
+    def alias_outputs(self, out: Any) -> Any:
+        """With --grads: the output with each tensor that requires grad replaced by a stand-in
+        (`GradWatch.output_alias`) carrying its pass's tag; the output passes and the target are
+        made from these."""
+        grads = self.grads
+        if grads is None:
+            return out
+
+        def alias(t: Tensor) -> Tensor:
+            a = grads.output_alias(t)
+            if a is not t:
+                tag = getattr(t, _TAG, None)
+                if tag is not None:
+                    setattr(a, _TAG, tag)
+            return a
+
+        return map_tensors(out, alias)
+
     def add_outputs(self, out: Any) -> Dict[str, Any]:
         """Emit an output pass per output tensor; return the output structure for `done`."""
         self.paused += 1
@@ -313,8 +347,8 @@ class CaptureSession:
             if parent is None:
                 parent = self._parent_id(obj, [])
             out_t = obj.detach()  # a distinct object, so the output pass gets its own tag
-            pid = self._source(out_t, "output", "output", parents=[[parent, "0"]] if parent else [],
-                               output_path=path)
+            pid = self._source(out_t, "output", "output", grad_of=obj,
+                               parents=[[parent, "0"]] if parent else [], output_path=path)
             return {"kind": "tensor", "id": pid}
         if isinstance(obj, (tuple, list)):
             kind = "list" if isinstance(obj, list) else "tuple"

@@ -14,15 +14,18 @@ from torch import Tensor
 from ..errors import UserError
 
 class RunArrays:
-    """Arrays of activations.npz by key, read straight from the stored entries (no pickles, no
-    CRC check here: the CLI checks CRCs and reports altered entries itself). Recently used arrays
-    are kept up to a byte budget, since a pass is usually read again by its children."""
+    """Arrays of activations.npz (or gradients.npz, `name`) by key, read straight from the stored
+    entries (no pickles, no CRC check here: the CLI checks CRCs and reports altered entries
+    itself). Recently used arrays are kept up to a byte budget, since a pass is usually read again
+    by its children."""
 
-    def __init__(self, path: str, budget: int = 512 << 20):
+    def __init__(self, path: str, budget: int = 512 << 20, name: str = "activations.npz"):
+        self.name = name  # the file's name in messages
+        self._of = "" if name == "activations.npz" else f" of {name}"
         try:
             self._zip = zipfile.ZipFile(path)
         except (OSError, zipfile.BadZipFile) as exc:
-            raise UserError("replay", f"activations.npz cannot be read: {exc}", "the run is damaged; re-run torchlens extract") from exc
+            raise UserError("replay", f"{name} cannot be read: {exc}", "the run is damaged; re-run torchlens extract") from exc
         self._infos = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in self._zip.infolist()}
         self._fp = open(path, "rb")
         self._cache: Dict[str, np.ndarray] = {}
@@ -35,24 +38,24 @@ class RunArrays:
             return arr
         info = self._infos.get(key)
         if info is None:
-            raise UserError("replay", f"activations.npz has no array {key!r}", "the run is damaged; re-run torchlens extract")
+            raise UserError("replay", f"{self.name} has no array {key!r}", "the run is damaged; re-run torchlens extract")
         if info.compress_type != zipfile.ZIP_STORED:
-            raise UserError("replay", f"array {key!r} is compressed; torchlens runs store arrays uncompressed", None)
+            raise UserError("replay", f"array {key!r}{self._of} is compressed; torchlens runs store arrays uncompressed", None)
         self._fp.seek(info.header_offset)
         local = self._fp.read(30)
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
-            raise UserError("replay", f"array {key!r}: damaged local header", "the run is damaged; re-run torchlens extract")
+            raise UserError("replay", f"array {key!r}{self._of}: damaged local header", "the run is damaged; re-run torchlens extract")
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         self._fp.seek(info.header_offset + 30 + name_len + extra_len)
         data = self._fp.read(info.file_size)
         if len(data) != info.file_size:
-            raise UserError("replay", f"array {key!r} is cut short", "the run is damaged; re-run torchlens extract")
+            raise UserError("replay", f"array {key!r}{self._of} is cut short", "the run is damaged; re-run torchlens extract")
         buf = io.BytesIO(data)
         version = np.lib.format.read_magic(buf)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = reader(buf)
         if dtype.hasobject:
-            raise UserError("replay", f"array {key!r} holds Python objects; refusing to load it", None)
+            raise UserError("replay", f"array {key!r}{self._of} holds Python objects; refusing to load it", None)
         arr = np.frombuffer(data, dtype=dtype, offset=buf.tell(), count=int(np.prod(shape)) if shape else 1)
         arr = arr.reshape(shape, order="F" if fortran else "C")
         self._cache[key] = arr

@@ -3,7 +3,8 @@
 It overrides CaptureSession's two hooks: `dispatch` keeps what a replay of the call needs, and
 `send_pass` replays the op from its parents' saved arrays, compares the result with the saved
 array, perturbs each parent (the dependence check) and sends a `verdict`. Sources are checked
-against the live tensors.
+against the live tensors. With a run's gradients (grads.py), each replayed op's vector-Jacobian
+product with its saved gradient is taken too, and summed per parent.
 """
 
 import time
@@ -16,11 +17,12 @@ from torch import Tensor
 from ..capture.arrays import tensor_bytes
 from ..capture.ops import VIEW_WRITE
 from ..capture.session import CaptureSession
-from ..walk import get_at, tensors_in_order
+from ..walk import get_at, iter_tensors, tensors_in_order
 from .arguments import at_position, fresh, substitute
 from .arrays import RunArrays, tensor_like
 from .compare import any_changed, compare, identical
 from .exemptions import EXEMPT, UNINITIALIZED, exemption, remainder_by_one, zero_parameters
+from .grads import GradientCheck
 from .isolation import foreign, isolated
 from .perturb import more_perturbations, perturbed
 from .rng import rng_equal, rng_state, set_rng_state
@@ -30,7 +32,7 @@ class ValidationSession(CaptureSession):
     """A capture that checks each pass against the saved run instead of sending it."""
 
     def __init__(self, wire, model, expected: List[Dict[str, Any]], arrays: RunArrays, check_dependence: bool = True,
-                 max_repr: int = 64):
+                 max_repr: int = 64, gradients: Optional[Dict[str, Any]] = None):
         super().__init__(wire, model, save="none", max_repr=max_repr)
         self.expected = {e["id"]: e for e in expected}
         self.arrays = arrays
@@ -39,6 +41,12 @@ class ValidationSession(CaptureSession):
         self._gen = torch.Generator().manual_seed(1234)
         self._params = {address: p for address, p in model.named_parameters()}
         self.counts = {"passed": 0, "failed": 0, "exempt": 0}
+        # with the run's gradients (the request's `gradients`): the per-pass gradient replay, and
+        # for the call being checked its grad mode and which arguments required gradients before it
+        # (`self.grads` is capture's own, the hooks extract streams gradients with)
+        self.gradcheck: Optional[GradientCheck] = GradientCheck(gradients, self.expected) if gradients else None
+        self._grad_ctx: Optional[Tuple[bool, Dict[int, bool]]] = None
+        self._last_op: Optional[Tuple[int, Tensor]] = None  # the op pass sent last: a view_write's view
 
     # -- the hooks of CaptureSession ------------------------------------------------------------------
 
@@ -47,14 +55,19 @@ class ValidationSession(CaptureSession):
         arguments, the RNG state before it) kept while its passes are checked."""
         first_new_id = self.next_id
         rng = rng_state()
+        grad_ctx = None
+        if self.gradcheck is not None:
+            grad_ctx = (torch.is_grad_enabled(), {id(t): t.requires_grad for _, t in iter_tensors((args, kwargs))})
         t0 = time.perf_counter()
         out = orig(*args, **kwargs)
         elapsed = time.perf_counter() - t0
         self._ctx = (orig, args, kwargs, rng)
+        self._grad_ctx = grad_ctx
         try:
             self.on_call(func, qualname, args, kwargs, out, first_new_id, elapsed)
         finally:
             self._ctx = None
+            self._grad_ctx = None
         return out
 
     def send_pass(self, t: Tensor, record: Dict[str, Any]) -> None:
@@ -75,12 +88,19 @@ class ValidationSession(CaptureSession):
             verdict.update(status="failed", reason=f"the run records parents {expected['parents']} (pass ids) but the "
                            f"forward pass gives {live_parents}: the log's edges are wrong")
             return self._send(verdict)
+        gradcheck = self.gradcheck
+        if gradcheck is not None:
+            gradcheck.note(record, t, self._grad_ctx[0] if self._grad_ctx is not None else torch.is_grad_enabled())
         if record["func"] in UNINITIALIZED:
             verdict.update(status="exempt", reason=EXEMPT["uninitialized"][0])
         elif record["func"] == VIEW_WRITE or record["kind"] not in ("op", "internal") or self._ctx is None:
             self._check_source(t, expected, verdict)
+            if gradcheck is not None and record["func"] == VIEW_WRITE:
+                self._view_write_vjp(t, record)
         else:
             self._check_op(t, record, expected, verdict)
+        if gradcheck is not None and record["kind"] in ("op", "internal"):
+            self._last_op = (pid, t)
         self._send(verdict)
 
     def _send(self, verdict: Dict[str, Any]) -> None:
@@ -160,9 +180,30 @@ class ValidationSession(CaptureSession):
             source = "saved array" if saved is not None else "live value"
             verdict.update(status="failed", reason=f"replay differs from the {source}: {result['reason']}")
             return
+        if self.gradcheck is not None and self.gradcheck.pending(record["id"]):
+            grad_ctx = self._grad_ctx
+            before = grad_ctx[1] if grad_ctx is not None else {}
+
+            def argument(pos: str) -> Tuple[Tensor, bool]:
+                live_arg = at_position(args, kwargs, pos)
+                return live_arg, before.get(id(live_arg), live_arg.requires_grad)
+
+            self.gradcheck.vjp(record, parents, replay, live, argument)
         if self.check_dependence:
             self._check_dependence(record, parents, replay, got, expected["dtype"], verdict,
                                    tensors_in_order(out) if record["out_index"] is not None else None)
+
+    def _view_write_vjp(self, base: Tensor, record: Dict[str, Any]) -> None:
+        """A view written in place: its gradient to the write (the op pass just sent, whose tensor
+        is the view) and to the base before it."""
+        assert self.gradcheck is not None
+        last = self._last_op
+        by = record["parents"][1][0] if len(record["parents"]) > 1 else None
+        view = last[1] if last is not None and last[0] == by else None
+        before = self._grad_ctx[1] if self._grad_ctx is not None else {}
+        # the base required gradients before the write if the view did (a view shares its base's)
+        before_rg = before.get(id(view), False) if view is not None else False
+        self.gradcheck.view_write(record, base, view, before_rg)
 
     def _check_dependence(self, record, parents, replay, reference: np.ndarray, dtype: str, verdict,
                           full_reference: Optional[List[Tensor]] = None) -> None:

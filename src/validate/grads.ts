@@ -4,10 +4,9 @@
  * (a verdict per pass whose gradient the run records, replayed from its children's gradients, and
  * the inputs' and parameters' gradients against a plain backward pass), and the report's section.
  */
-import { usageError } from "../errors.js";
 import type { GradTarget, Pass, RunLog } from "../log/types.js";
-import { NpzReader } from "../store/npzRead.js";
 import type { Run } from "../store/readRun.js";
+import { type Entry, verifyEntries } from "../store/verify.js";
 
 /** One pass's gradient verdict as the agent sends it in `done`. */
 export interface AgentGradVerdict {
@@ -55,8 +54,8 @@ export interface GradientsReport {
 }
 
 /** Every array gradients.npz must hold: the saved passes' gradients and the parameters'. */
-function gradientKeys(log: RunLog): { key: string; label: string }[] {
-  const keys: { key: string; label: string }[] = [];
+function gradientKeys(log: RunLog): Entry[] {
+  const keys: Entry[] = [];
   for (const p of log.passes) {
     const g = p.grad ?? null;
     if (g && g.status === "saved") keys.push({ key: g.array, label: p.label });
@@ -69,31 +68,17 @@ function gradientKeys(log: RunLog): { key: string; label: string }[] {
  * The gradients whose bytes fail their CRC (pass labels, parameter keys). A gradient missing from
  * gradients.npz, or the file itself, makes the run damaged (exit 2), as for activations.npz.
  */
-export async function verifyGradients(
+export function verifyGradients(
   run: Run,
   onArray?: (checked: number, total: number) => void,
 ): Promise<string[]> {
-  if (!run.gradsNpz) return [];
-  const reader = await NpzReader.open(run.gradsNpz);
-  try {
-    const keys = gradientKeys(run.log);
-    const absent = keys.filter((k) => !reader.has(k.key)).map((k) => k.key);
-    if (absent.length) {
-      throw usageError(
-        `${run.gradsNpz} is damaged: ${absent.length} saved gradients have no array (${absent.slice(0, 3).join(", ")}${absent.length > 3 ? ", …" : ""})`,
-        "re-run torchlens extract --grads",
-      );
-    }
-    const corrupted: string[] = [];
-    let i = 0;
-    for (const k of keys) {
-      onArray?.(++i, keys.length);
-      if (!(await reader.verify(k.key))) corrupted.push(k.label);
-    }
-    return corrupted;
-  } finally {
-    await reader.close();
-  }
+  if (!run.gradsNpz) return Promise.resolve([]);
+  return verifyEntries(
+    run.gradsNpz,
+    gradientKeys(run.log),
+    { what: "saved gradients", fix: "re-run torchlens extract --grads" },
+    onArray,
+  );
 }
 
 const CRC_REASON =

@@ -127,7 +127,6 @@ class GradWatch:
     def __init__(self, wire) -> None:
         self.wire = wire
         self.handles: Dict[int, List[Any]] = {}
-        self.sent = 0
         self._prehooks: Optional[bool] = None
         self.selected: set = set()  # passes whose gradient is wanted (the save plan's)
         self.watched: set = set()  # ... and whose node (or leaf) is hooked
@@ -246,7 +245,6 @@ class GradWatch:
             self.wire.send(frame)
             if arr.nbytes:
                 self.wire.send_data(pid, memoryview(arr.reshape(-1).view(np.uint8).data), owned=False)
-            self.sent += 1
 
     def finish(self) -> None:
         """After the backward pass: the gradients made of parts (see `view_write`)."""

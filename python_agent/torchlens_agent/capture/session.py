@@ -243,7 +243,7 @@ class CaptureSession:
             multi = not isinstance(out, Tensor)
             fused = FUSED_NOTES.get(func)
             for path, t in fresh:
-                before = self.tag_of(t)  # the pass an in-place op's tensor was
+                before = self.tag_of(t) if inplace else None  # the pass an in-place op's tensor was
                 pid = self._new_pass(t)
                 record = {"type": "pass", "id": pid, "kind": kind, "func": func,
                           "name": name, "qualname": qualname, "call": call,

@@ -476,10 +476,10 @@ def build_model():
 '''
 
 
-def test_direct_writes_put_large_payloads_into_the_file_at_their_offsets_with_crcs_and_small_ones_in_frames(tmp_path):
+def test_direct_writes_put_every_payload_large_or_small_into_the_file_at_its_offset_with_its_crc(tmp_path):
     import zlib
 
-    from torchlens_agent.wire import INLINE_BYTES, head_room
+    from torchlens_agent.wire import head_room
 
     path = tmp_path / "mixed.py"
     path.write_text(MIXED_SIZES_MODEL)
@@ -501,20 +501,22 @@ def test_direct_writes_put_large_payloads_into_the_file_at_their_offsets_with_cr
         assert rec["at"] % 64 == 0 and rec["at"] >= end + head_room(len(rec["shape"])), (rec, end)
         end = rec["at"] + rec["stored_nbytes"]
         frames = [h for h in run.of_type("data") if h["id"] == rec["id"]]
-        if rec["stored_nbytes"] > INLINE_BYTES:
+        if rec["stored_nbytes"]:
             assert rec.get("direct") is True and not frames
             got = data[rec["at"]:end]
             assert crcs.pop(rec["id"]) == zlib.crc32(got)
-        else:
-            assert "direct" not in rec and sum(h["nbytes"] for h in frames) == rec["stored_nbytes"]
-            got = run.payload(rec["id"])
+        else:  # nothing to write: no CRC, no frames
+            assert "direct" not in rec and not frames
+            got = b""
         arr = np.frombuffer(got, dtype=rec["stored_dtype"]).reshape(rec["shape"])
         if rec["func"] == "__mul__" and rec["shape"] == [n]:
             assert np.array_equal(arr, x * 2), "the bytes of a pass changed in place later must be as recorded"
         elif want.get(rec["func"]) is not None:
             assert np.array_equal(arr, want[rec["func"]]), rec["func"]
     assert not crcs, f"CRCs for passes not written directly: {crcs}"
-    assert any(r.get("direct") for r in saved) and any("direct" not in r for r in saved)
+    sizes = sorted(r["stored_nbytes"] for r in saved)
+    assert sizes[0] <= 64 and sizes[-1] > 2 * CHUNK_BYTES // 2, "the model must make tiny and chunked payloads"
+
 
 
 def test_a_failed_direct_write_is_raised_once_as_a_write_error_and_the_pipe_still_carries_the_error_frame(tmp_path):
@@ -576,3 +578,61 @@ def test_pool_buffers_prepared_ahead_carry_a_long_stream_in_order_and_stay_bound
         writer.thread.join()
         os.close(fd)
     assert target.read_bytes() == b"".join(p.tobytes() for p in pieces)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler") or not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")
+def test_the_writer_thread_runs_idle_only_while_torch_threads_fill_every_core(monkeypatch):
+    from torchlens_agent.wire import Wire
+
+    cores = len(os.sched_getaffinity(0))
+
+    def policy(w) -> int:
+        tid = w._writer.thread.native_id
+        assert tid is not None
+        return os.sched_getscheduler(tid)
+
+    monkeypatch.delenv("TORCHLENS_AGENT_WRITER", raising=False)
+    spare = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    if cores > 1:
+        assert spare.yield_cores(cores - 1) is False, "a core is free for the writer: it keeps its policy"
+        assert policy(spare) == os.SCHED_OTHER
+    busy = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    assert busy.yield_cores(cores) is True
+    assert policy(busy) == os.SCHED_IDLE
+    forced = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    monkeypatch.setenv("TORCHLENS_AGENT_WRITER", "normal")
+    assert forced.yield_cores(cores + 8) is False
+    assert policy(forced) == os.SCHED_OTHER
+
+
+def test_many_small_direct_payloads_in_batches_land_at_their_offsets_with_their_crcs(tmp_path):
+    """More pieces than one batch holds, and more bytes than the pool buffers: every piece must be
+    written (none left staged when the buffers run out or at the end) with its pass's CRC."""
+    import zlib
+
+    from torchlens_agent import wire as wire_mod
+    from torchlens_agent.wire import Wire
+
+    target = tmp_path / "direct.bin"
+    target.write_bytes(b"")
+    w = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    w.open_direct(str(target), 0)
+    rng = np.random.default_rng(0)
+    sizes = [int(s) for s in rng.integers(1, 3000, 900)] + [CHUNK_BYTES // 2 + 7] * 7  # 7 half-buffers: reuse
+    want = {}
+    for pid, n in enumerate(sizes, start=1):
+        payload = rng.integers(0, 256, n, dtype=np.uint8)
+        rec = {"id": pid}
+        w.place(rec, n, 1)
+        assert rec.get("direct") is True
+        want[pid] = (rec["at"], payload.tobytes())
+        w.send_data(pid, memoryview(payload.data), owned=False)
+        payload[:] = 0  # the tensor changes after it is recorded: what was sent is the copy
+    assert len(sizes) > wire_mod._BATCH_PIECES
+    done = w.finish_direct()
+    assert done is not None
+    crcs = {pid: crc for pid, crc in done}
+    data = target.read_bytes()
+    for pid, (at, payload) in want.items():
+        assert data[at:at + len(payload)] == payload, pid
+        assert crcs[pid] == zlib.crc32(payload), pid

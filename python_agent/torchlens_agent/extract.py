@@ -4,6 +4,8 @@ stream it."""
 import time
 from typing import Any, Dict, Optional
 
+import torch
+
 from .capture.grads import GradWatch, inputs_requiring_grad, run_backward, target_of
 from .capture.install import Wrappers
 from .capture.run import run_captured
@@ -34,8 +36,10 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
             if request.get("save") != "none":  # a dry run (extract --layers) runs the same ops, no backward
                 session.grads = GradWatch(wire)
         direct = request.get("direct")
-        if direct:  # large payloads go straight into the CLI's .npz (docs/wire.md, "Direct writes")
+        if direct:  # the payloads go straight into the CLI's .npz (docs/wire.md, "Direct writes")
             wire.open_direct(str(direct["path"]), int(direct["at"]))
+            if loaded.device.type == "cpu":  # torch's threads may fill the cores: writes wait for a free one
+                wire.yield_cores(torch.get_num_threads())
         try:
             out, forward_s = run_captured(wrappers, session, loaded.model, args, kwargs, grad=loaded.grad)
             out = session.alias_outputs(out)  # with --grads: the target's own gradient at each output

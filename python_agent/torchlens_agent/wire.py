@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+import zlib
+
 import msgpack
 import numpy as np
 
@@ -22,6 +24,11 @@ MAX_HEADER = 16 << 20
 _FLUSH_BYTES = 256 << 10  # small frames are batched up to this size...
 _FLUSH_SECONDS = 0.05  # ...or this age, so the CLI's progress keeps moving
 INLINE_BYTES = 64 << 10  # payloads up to this size are copied into the batch: a copy costs less than a write
+# Direct pieces are handed to the writer thread in batches of about this many bytes or pieces: one
+# wake-up of it (and one round of its contention for the GIL) per batch, not per pass
+_BATCH_BYTES = 1 << 20
+_BATCH_PIECES = 128
+_SMALL_CRC = 8 << 10  # below this, zlib's crc32 costs less than a call into ISA-L through ctypes
 _LEN = struct.Struct("<I")
 _MAKE_BUFFER = ("make a pool buffer",)  # a writer-thread item: `_Writer.prepare`
 
@@ -70,14 +77,16 @@ class _Writer:
     share a buffer, so what waits in the queue stays under POOL_BUFFERS x CHUNK_BYTES whatever the
     size of the activations, and a buffer is reused once all its pieces are written. Bytes the agent
     made itself (`owned`) are queued as they are. A piece for the direct file is written at its
-    offset, and its CRC-32 is accumulated per pass (`crcs`), as the zip entry needs it.
+    offset, and its CRC-32 is accumulated per pass (`crcs`), as the zip entry needs it. Direct
+    pieces are staged and queued as one item per batch (`hand_over`): each item wakes this thread,
+    and a woken thread contends with the forward pass for the GIL.
     """
 
     POOL_BUFFERS = 3
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.items: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self.items: "queue.Queue[Any]" = queue.Queue()  # a piece, a batch of pieces, _MAKE_BUFFER or None
         self.free: "queue.Queue[_PoolBuffer]" = queue.Queue()
         self.pool_made = 0
         self.current: Optional[_PoolBuffer] = None
@@ -87,6 +96,8 @@ class _Writer:
         self.direct_error: Optional[DirectWriteError] = None
         self.direct_error_raised = False
         self.error: Optional[BaseException] = None
+        self.staged: List[tuple] = []  # direct pieces not yet queued (hand_over)
+        self.staged_bytes = 0
         self.thread = threading.Thread(target=self._run, name="torchlens-wire", daemon=True)
         self.thread.start()
 
@@ -99,26 +110,35 @@ class _Writer:
                 if item is _MAKE_BUFFER:
                     self.free.put(_PoolBuffer(touch=True))
                     continue
-                view, buffer, offset, pid = item
-                if self.error is None:
-                    try:
-                        if offset is None:
-                            _write_all(self.fd, view)
-                        elif self.direct_error is None:
-                            assert self.direct_fd is not None, "a direct write without a direct file"
-                            _pwrite_all(self.direct_fd, view, offset)
-                            self.crcs[pid] = crc32(view, self.crcs.get(pid, 0))
-                    except OSError as exc:
-                        if offset is None:
-                            self.error = exc
-                        else:  # the file, not the pipe: the error frame can still be sent
-                            self.direct_error = DirectWriteError(exc.errno, f"writing the run's arrays failed: {exc.strerror}")
-                    except BaseException as exc:  # noqa: BLE001 - reported to the main thread
-                        self.error = exc
-                if buffer is not None:
-                    self._release(buffer)
+                if isinstance(item, list):  # a batch of direct pieces
+                    for piece in item:
+                        self._write(piece)
+                else:
+                    self._write(item)
             finally:
                 self.items.task_done()
+
+    def _write(self, item: tuple) -> None:
+        """Write one piece, to the pipe or at its offset in the direct file; errors are kept for `check`."""
+        view, buffer, offset, pid = item
+        if self.error is None:
+            try:
+                if offset is None:
+                    _write_all(self.fd, view)
+                elif self.direct_error is None:
+                    assert self.direct_fd is not None, "a direct write without a direct file"
+                    _pwrite_all(self.direct_fd, view, offset)
+                    crc = zlib.crc32 if len(view) < _SMALL_CRC else crc32
+                    self.crcs[pid] = crc(view, self.crcs.get(pid, 0))
+            except OSError as exc:
+                if offset is None:
+                    self.error = exc
+                else:  # the file, not the pipe: the error frame can still be sent
+                    self.direct_error = DirectWriteError(exc.errno, f"writing the run's arrays failed: {exc.strerror}")
+            except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+                self.error = exc
+        if buffer is not None:
+            self._release(buffer)
 
     def _release(self, buffer: _PoolBuffer) -> None:
         with self.lock:
@@ -136,9 +156,50 @@ class _Writer:
                 raise WireClosed("the CLI closed the connection") from self.error
             raise self.error
 
+    def yield_cores(self, busy_threads: int) -> bool:
+        """Have this thread run under SCHED_IDLE (Linux) while `busy_threads` threads of a forward
+        pass can keep every core this process may use busy: it then writes when a core is free
+        instead of taking one from torch's intra-op threads, whose parallel loops wait for the
+        slowest of them (on 2 cores, torch 2 at its default 2 threads: ResNet-18 at batch 8 captured
+        in 239 ms against 498, bench/RESULTS.md). With a core to spare it keeps its normal policy: a
+        writer that any task preempts falls behind the kernel's writeback on large runs.
+        `TORCHLENS_AGENT_WRITER=idle|normal` decides instead. Returns whether it now runs idle."""
+        forced = os.environ.get("TORCHLENS_AGENT_WRITER", "")
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        idle = forced == "idle" or (forced != "normal" and busy_threads >= cores)
+        setter = getattr(os, "sched_setscheduler", None)
+        tid = self.thread.native_id
+        if not idle or setter is None or tid is None:
+            return False  # never back from idle: an unprivileged thread may not leave SCHED_IDLE
+        try:
+            setter(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError):
+            return False
+        return True
+
     def put(self, view: memoryview, offset: Optional[int] = None, pid: int = 0) -> None:
         self.check()
-        self.items.put((view, None, offset, pid))
+        self._queue((view, None, offset, pid))
+
+    def _queue(self, item: tuple) -> None:
+        """A pipe write is queued at once; a direct piece is staged until its batch is full."""
+        if item[2] is None:
+            self.items.put(item)
+            return
+        self.staged.append(item)
+        self.staged_bytes += len(item[0])
+        if self.staged_bytes >= _BATCH_BYTES or len(self.staged) >= _BATCH_PIECES:
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        """Queue the staged direct pieces as one item."""
+        if self.staged:
+            self.items.put(self.staged)
+            self.staged = []
+            self.staged_bytes = 0
 
     def prepare(self) -> None:
         """Have this thread make (and fault in) the next pool buffer before the copier needs it,
@@ -160,6 +221,7 @@ class _Writer:
                 self.pool_made += 1
                 buffer = _PoolBuffer()
             else:  # a buffer written out, or one this thread is preparing
+                self.hand_over()  # the staged pieces may be what keeps the buffers in use
                 buffer = self.free.get()
                 buffer.used, buffer.sealed = 0, False
             if self.free.empty():
@@ -170,7 +232,7 @@ class _Writer:
         buffer.used += n
         with self.lock:
             buffer.pieces += 1
-        self.items.put((buffer.array.data[start : start + n], buffer, offset, pid))
+        self._queue((buffer.array.data[start : start + n], buffer, offset, pid))
 
     def _seal(self, buffer: _PoolBuffer) -> None:
         with self.lock:
@@ -179,7 +241,13 @@ class _Writer:
                 return
         self.free.put(buffer)
 
+    def drain_quietly(self) -> None:
+        """Wait for every queued item (the staged ones too), raising nothing."""
+        self.hand_over()
+        self.items.join()
+
     def drain(self) -> None:
+        self.hand_over()
         self.items.join()
         self.check()
 
@@ -213,6 +281,10 @@ class Wire:
 
     # -- direct writes (docs/wire.md) ---------------------------------------------------------
 
+    def yield_cores(self, busy_threads: int) -> bool:
+        """See `_Writer.yield_cores`: the writer thread out of the forward pass's way."""
+        return self._writer.yield_cores(busy_threads)
+
     def prepare_direct(self) -> None:
         """A capture that writes large payloads directly is coming (the model is still loading):
         the writer thread makes and faults in their first copy buffer meanwhile, so the forward
@@ -235,7 +307,7 @@ class Wire:
         at = _align64(end + head_room(ndim))
         self._direct_end = at + nbytes
         record["at"] = at
-        if nbytes > INLINE_BYTES:
+        if nbytes:  # every payload: the CLI then handles only records (docs/wire.md)
             record["direct"] = True
             self._placed = (record["id"], at)
 
@@ -253,7 +325,7 @@ class Wire:
     def close_direct(self) -> None:
         fd = self._writer.direct_fd
         if fd is not None:
-            self._writer.items.join()  # no write of the thread may still use the descriptor
+            self._writer.drain_quietly()  # no write of the thread may still use the descriptor
             self._writer.direct_fd = None
             self._direct_end = None
             self._placed = None
@@ -316,6 +388,7 @@ class Wire:
             data = self._buf
             self._buf = bytearray()
             self._writer.put(memoryview(data))
+        self._writer.hand_over()
         if wait:
             self._writer.drain()
 

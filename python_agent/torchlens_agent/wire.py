@@ -160,9 +160,11 @@ class _Writer:
         """Have this thread run under SCHED_IDLE (Linux) while `busy_threads` threads of a forward
         pass can keep every core this process may use busy: it then writes when a core is free
         instead of taking one from torch's intra-op threads, whose parallel loops wait for the
-        slowest of them (on 2 cores, torch 2 at its default 2 threads: ResNet-18 at batch 8 captured
-        in 239 ms against 498, bench/RESULTS.md). With a core to spare it keeps its normal policy: a
-        writer that any task preempts falls behind the kernel's writeback on large runs.
+        slowest of them (2 cores, torch 2.13 at its default 2 threads, saved_ms medians of 10
+        interleaved runs, `python3 bench/ab_extract.py MODEL 10 idle: normal:TORCHLENS_AGENT_WRITER=normal`:
+        the GPT decoder 27 ms against 47, ResNet-18 at batch 1 75 against 102). With a core to spare
+        (torch 1.13's one thread) it keeps its normal policy: an idle writer then only gives way to
+        the CLI and the kernel's writeback, and was not measured to gain.
         `TORCHLENS_AGENT_WRITER=idle|normal` decides instead. Returns whether it now runs idle."""
         forced = os.environ.get("TORCHLENS_AGENT_WRITER", "")
         try:
@@ -247,8 +249,7 @@ class _Writer:
         self.items.join()
 
     def drain(self) -> None:
-        self.hand_over()
-        self.items.join()
+        self.drain_quietly()
         self.check()
 
 
@@ -286,9 +287,9 @@ class Wire:
         return self._writer.yield_cores(busy_threads)
 
     def prepare_direct(self) -> None:
-        """A capture that writes large payloads directly is coming (the model is still loading):
+        """A capture that writes its payloads directly is coming (the model is still loading):
         the writer thread makes and faults in their first copy buffer meanwhile, so the forward
-        pass's first large copy does not pay some 4096 page faults."""
+        pass's first copy does not pay some 4096 page faults."""
         self._writer.prepare()
 
     def open_direct(self, path: str, at: int) -> None:

@@ -18,6 +18,7 @@ import msgpack
 import numpy as np
 
 from .crc import crc32
+from .prealloc import Preallocator
 
 CHUNK_BYTES = 16 << 20  # one data frame's payload at most
 MAX_HEADER = 16 << 20
@@ -92,6 +93,7 @@ class _Writer:
         self.current: Optional[_PoolBuffer] = None
         self.lock = threading.Lock()
         self.direct_fd: Optional[int] = None
+        self.prealloc: Optional[Preallocator] = None  # the direct file's blocks reserved ahead of its writes
         self.crcs: Dict[int, int] = {}
         self.direct_error: Optional[DirectWriteError] = None
         self.direct_error_raised = False
@@ -127,6 +129,8 @@ class _Writer:
                     _write_all(self.fd, view)
                 elif self.direct_error is None:
                     assert self.direct_fd is not None, "a direct write without a direct file"
+                    if self.prealloc is not None:
+                        self.prealloc.cover(offset + len(view))
                     _pwrite_all(self.direct_fd, view, offset)
                     crc = zlib.crc32 if len(view) < _SMALL_CRC else crc32
                     self.crcs[pid] = crc(view, self.crcs.get(pid, 0))
@@ -294,7 +298,9 @@ class Wire:
 
     def open_direct(self, path: str, at: int) -> None:
         """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""
-        self._writer.direct_fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        self._writer.direct_fd = fd
+        self._writer.prealloc = Preallocator(fd, at)
         self._writer.crcs = {}
         self._writer.direct_error, self._writer.direct_error_raised = None, False
         self._direct_end = at
@@ -328,6 +334,7 @@ class Wire:
         if fd is not None:
             self._writer.drain_quietly()  # no write of the thread may still use the descriptor
             self._writer.direct_fd = None
+            self._writer.prealloc = None
             self._direct_end = None
             self._placed = None
             os.close(fd)

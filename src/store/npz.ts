@@ -532,6 +532,9 @@ export class NpzWriter {
     const directory = this.centralDirectory();
     await writeAll(this.fh, directory, this.end);
     const bytes = this.end + directory.reduce((n, b) => n + b.length, 0);
+    // The agent reserves the file's blocks ahead of its direct writes (python_agent/torchlens_agent/
+    // prealloc.py), which can leave zeros past the directory: a zip ends with its directory.
+    await this.fh.truncate(bytes);
     this.finished = true;
     await this.fh.close();
     return { entries: this.entries.length, bytes };

@@ -617,6 +617,22 @@ describe("placed entries: data another writer puts in the file (the agent's dire
     );
     await w.abort();
   });
+
+  test("close cuts the blocks another writer reserved past the end, so the zip ends with its directory", async () => {
+    const path = join(dir, "placed-reserved.npz");
+    const w = await NpzWriter.create(path);
+    const data = randomBytes(4096);
+    const at = placeAfter(0, 1);
+    const e = w.placeWritten("a", "|u1", [data.length], data.length, at);
+    const other = openSync(path, "r+");
+    writeSync(other, data, 0, data.length, at);
+    writeSync(other, Buffer.alloc(1), 0, 1, at + (4 << 20)); // as the agent's fallocate ahead leaves it
+    closeSync(other);
+    w.setWrittenCrc(e, zlib.crc32(data));
+    const { bytes } = await w.close();
+    expect(readFileSync(path).length).toBe(bytes);
+    expectSame(readBack(path), [{ key: "a", descr: "|u1", shape: [data.length], data }]);
+  });
 });
 
 describe("crc32Combine", () => {

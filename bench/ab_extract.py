@@ -8,7 +8,8 @@ Each variant is `name:` followed by environment settings (`TORCHLENS_AGENT_WRITE
 Every round runs each variant once, in an order rotated by one each round: on a VM the second of two
 back-to-back extractions is often the slower whichever it is (fresh page-cache pages cost the host's
 page faults, `bench/page_cache_write.py`), so a fixed order favours the first variant. Prints the
-median (min-max) of `forward_ms` and `saved_ms` per variant.
+median (min-max) of `forward_ms`, `saved_ms` and `agent_cpu_ms` (the CPU all the agent's threads
+used over saved_ms: on a noisy VM a steadier sign of the agent's own cost than the times) per variant.
 """
 import json
 import os
@@ -41,12 +42,16 @@ def main() -> None:
                 if done.returncode != 0:
                     sys.exit(f"{name}: extract exited {done.returncode}: {done.stderr[-2000:]}")
                 d = json.loads(done.stdout)
-                results[name].append((d["forward_ms"], d["saved_ms"]))
+                results[name].append((d["forward_ms"], d["saved_ms"], d.get("agent_cpu_ms")))
     finally:
         shutil.rmtree(os.path.dirname(out), ignore_errors=True)
     for name, rows in results.items():
         cells = []
-        for what, values in (("forward", [f for f, _ in rows]), ("saved", [s for _, s in rows])):
+        cpu = [c for _, _, c in rows if c is not None]
+        for what, values in (("forward", [r[0] for r in rows]), ("saved", [r[1] for r in rows]),
+                             ("agent cpu", cpu)):
+            if not values:  # an older CLI or agent: no agent_cpu_ms
+                continue
             cells.append(f"{what} {statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f}) ms")
         print(f"{name:12s} " + "  ".join(cells))
 

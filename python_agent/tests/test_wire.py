@@ -552,6 +552,59 @@ def test_a_failed_direct_write_is_raised_once_as_a_write_error_and_the_pipe_stil
     assert [h["type"] for h, _ in parse_frames(got["bytes"])] == ["pass", "error"]
 
 
+def test_adjacent_direct_pieces_go_out_in_few_writes_that_never_touch_what_the_cli_writes_during_the_run(
+        tmp_path, monkeypatch):
+    """Small direct payloads one after another are written together, their head room between them
+    included (the CLI fills it at close). Never covered: the room before the first, an empty pass's
+    headers (the CLI writes them during the run), the room after it, or after an owned piece."""
+    import zlib
+
+    from torchlens_agent import wire as wire_module
+    from torchlens_agent.wire import Wire
+
+    writes = []
+    real_pwrite = wire_module._pwrite_all
+    monkeypatch.setattr(wire_module, "_pwrite_all", lambda fd, view, offset: (
+        writes.append((offset, len(view))), real_pwrite(fd, view, offset)))
+    target = tmp_path / "activations.npz"
+    size = 4 << 20
+    target.write_bytes(b"\xab" * size)  # what the agent must not write stays 0xab
+    wire = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    wire.open_direct(str(target), 64)
+    rng = np.random.default_rng(1)
+    # (kind, bytes): "copy" is copied into a pool buffer, "owned" queued as it is, "empty" has no bytes
+    plan = [("copy", 800)] * 300 + [("empty", 0)] + [("copy", 16)] * 5 + [("owned", 200_000)] + [("copy", 512)] * 40
+    placed = []
+    for pid, (kind, n) in enumerate(plan, start=1):
+        data = rng.integers(0, 256, n, dtype=np.uint8)
+        record = {"type": "pass", "id": pid}
+        wire.place(record, n, 1)
+        if n:
+            wire.send_data(pid, data.data, owned=kind == "owned")
+        placed.append((kind, record["at"], data))
+    crcs = {pid: crc for pid, crc in wire.finish_direct() or []}
+    blob = target.read_bytes()
+    assert len(writes) < 30, f"{len(writes)} writes for {len(plan)} pieces: adjacent pieces were not joined"
+    mine = [False] * len(blob)  # bytes the agent may have written
+    end_before = 64
+    for pid, (kind, at, data) in enumerate(placed, start=1):
+        if data.nbytes:
+            assert blob[at:at + data.nbytes] == data.tobytes(), (pid, kind)
+            assert crcs.pop(pid) == zlib.crc32(data.tobytes())
+            previous = placed[pid - 2] if pid > 1 else None
+            if previous is not None and previous[0] == "copy" and kind == "copy":
+                for i in range(end_before, at):  # the pass's own head room, written over at close
+                    mine[i] = True
+            for i in range(at, at + data.nbytes):
+                mine[i] = True
+        end_before = at + data.nbytes
+    assert not crcs
+    touched = [i for i in range(end_before) if not mine[i] and blob[i] != 0xAB]
+    assert not touched, f"bytes outside the payloads and their joinable head room were written: {touched[:5]}..."
+    assert blob[placed[299][1] + 800:placed[301][1]] == b"\xab" * (placed[301][1] - placed[299][1] - 800), \
+        "the empty pass's headers and the room of the pass after it belong to the CLI during the run"
+
+
 def test_pool_buffers_prepared_ahead_carry_a_long_stream_in_order_and_stay_bounded(tmp_path):
     """The writer thread makes the copy buffers before the copier needs them (Wire.prepare_direct,
     then one ahead as buffers are taken); a stream far larger than the pool still arrives whole

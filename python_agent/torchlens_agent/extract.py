@@ -41,6 +41,7 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
             if loaded.device.type == "cpu":  # torch's threads may fill the cores: writes wait for a free one
                 wire.yield_cores(torch.get_num_threads())
         try:
+            cpu0 = time.process_time()  # every thread's CPU: torch's, the writer's
             out, forward_s = run_captured(wrappers, session, loaded.model, args, kwargs, grad=loaded.grad)
             out = session.alias_outputs(out)  # with --grads: the target's own gradient at each output
             outputs = session.add_outputs(out)
@@ -49,7 +50,7 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
                 stage["phase"] = "grads"
                 target = target_of(grads.get("target") or {"kind": "sum"}, loaded.module, out, args, kwargs)
                 extra = run_backward(session.grads, target, loaded.model, bool(grads.get("params")))
-            send_done(wire, session, wrappers, outputs, forward_s, wall0, extra)
+            send_done(wire, session, wrappers, outputs, forward_s, wall0, extra, cpu0)
         finally:
             if session.grads is not None:
                 session.grads.close()
@@ -59,9 +60,10 @@ def extract(wire: Wire, request: Dict[str, Any]) -> int:
 
 
 def send_done(wire: Wire, session: CaptureSession, wrappers: Wrappers, outputs: Dict[str, Any], forward_s: float,
-              wall0: float, extra: Optional[Dict[str, Any]] = None) -> None:
+              wall0: float, extra: Optional[Dict[str, Any]] = None, cpu0: Optional[float] = None) -> None:
     """The `done` frame that ends a captured forward's stream (also a dataset's probe); with a
-    direct file, once every direct write is done, with their CRCs."""
+    direct file, once every direct write is done, with their CRCs. With `cpu0` (the process's CPU
+    time when the forward began) it carries `cpu_ms`, the CPU all the agent's threads used since."""
     t0 = time.perf_counter()
     done: Dict[str, Any] = dict(extra or {})
     crcs = wire.finish_direct()
@@ -70,6 +72,8 @@ def send_done(wire: Wire, session: CaptureSession, wrappers: Wrappers, outputs: 
     else:
         wire.flush(wait=True)
     done["drain_ms"] = (time.perf_counter() - t0) * 1000.0  # the bytes still on their way at the end
+    if cpu0 is not None:
+        done["cpu_ms"] = (time.process_time() - cpu0) * 1000.0
     wire.send({**done, "type": "done", "num_ops": session.num_ops, "torch_calls": session.torch_calls,
                "num_passes": session.next_id - 1, "outputs": outputs,
                "forward_ms": forward_s * 1000.0, "wall_ms": (time.perf_counter() - wall0) * 1000.0,

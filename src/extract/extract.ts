@@ -55,6 +55,8 @@ export interface ExtractSummary {
   forward_ms: number;
   /** forward_ms plus the agent's wait, after it, for its last bytes to be written: every pass on disk. */
   saved_ms: number;
+  /** The agent's CPU time over saved_ms, all its threads (torch's, its writer's): null from an older agent. */
+  agent_cpu_ms: number | null;
   first_op_ms: number | null;
   /** Forwards run: 2 when --layers needed final labels (a dry run first). */
   forwards: 1 | 2;
@@ -208,6 +210,8 @@ function summarize(
     wall_ms: Math.round(run.wallMs),
     forward_ms: Math.round(streamed.raw.forwardMs * 10) / 10,
     saved_ms: Math.round((streamed.raw.forwardMs + (streamed.raw.drainMs ?? 0)) * 10) / 10,
+    agent_cpu_ms:
+      streamed.raw.cpuMs === undefined ? null : Math.round(streamed.raw.cpuMs * 10) / 10,
     first_op_ms: streamed.firstOpMs === null ? null : Math.round(streamed.firstOpMs),
     forwards: run.forwards,
     forward_passes: run.forwards,

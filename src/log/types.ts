@@ -92,6 +92,8 @@ export interface RawRun {
   forwardMs: number;
   /** After the forward pass, how long the agent waited for its last bytes to be written. */
   drainMs?: number;
+  /** The agent's CPU time (all its threads) from the forward pass's start to its last byte written. */
+  cpuMs?: number;
   /** With --grads: the backward pass's wall time and the target's value (null when not finite). */
   backwardMs?: number;
   targetValue?: number | null;

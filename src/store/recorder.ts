@@ -206,6 +206,7 @@ class ForwardReader {
       torchCalls: header.torch_calls as number,
       forwardMs: header.forward_ms as number,
       drainMs: typeof header.drain_ms === "number" ? header.drain_ms : undefined,
+      cpuMs: typeof header.cpu_ms === "number" ? header.cpu_ms : undefined,
       backwardMs: typeof header.backward_ms === "number" ? header.backward_ms : undefined,
       targetValue: typeof header.target_value === "number" ? header.target_value : null,
     };

@@ -106,7 +106,14 @@ function transcript(res: {
   return `exit ${res.exitCode}\n--- stdout\n${out}\n--- stderr\n${err}\n`;
 }
 
-const VOLATILE_NUMBERS = new Set(["time_ms", "wall_ms", "forward_ms", "saved_ms", "first_op_ms"]);
+const VOLATILE_NUMBERS = new Set([
+  "time_ms",
+  "wall_ms",
+  "forward_ms",
+  "saved_ms",
+  "agent_cpu_ms",
+  "first_op_ms",
+]);
 
 /** Blank what differs between two runs of the same extract: times, dates, paths, the Python. */
 function normalize(value: unknown, key = ""): unknown {

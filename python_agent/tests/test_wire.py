@@ -689,3 +689,26 @@ def test_many_small_direct_payloads_in_batches_land_at_their_offsets_with_their_
     for pid, (at, payload) in want.items():
         assert data[at:at + len(payload)] == payload, pid
         assert crcs[pid] == zlib.crc32(payload), pid
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="SO_SNDBUF's doubling and wmem_max are Linux's")
+def test_a_socket_to_the_cli_gets_a_send_buffer_as_large_as_the_system_allows():
+    """Node hands the agent a Unix socket, not a pipe: with its default buffer (some 200 KB) the
+    writer waits on the CLI whenever the records of a small-op model get ahead of its decoding."""
+    import socket
+
+    from torchlens_agent.wire import _SEND_BUFFER, _grow_pipe
+
+    ours, theirs = socket.socketpair()
+    try:
+        before = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        _grow_pipe(ours.fileno())
+        after = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        with open("/proc/sys/net/core/wmem_max") as f:
+            cap = int(f.read())
+        assert after == max(before, 2 * min(_SEND_BUFFER, cap)), (before, after, cap)
+        ours.send(b"x")  # the descriptor is still open and usable after the call
+        assert theirs.recv(1) == b"x"
+    finally:
+        ours.close()
+        theirs.close()

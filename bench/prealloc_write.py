@@ -10,13 +10,16 @@ Run it on the filesystem the runs go to: ext4 gains, tmpfs loses (prealloc.py's 
 """
 
 import argparse
-import ctypes
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python_agent"))
+from torchlens_agent.prealloc import system_fallocate  # noqa: E402
 
 
 def main() -> None:
@@ -25,8 +28,9 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=256)
     ap.add_argument("--runs", type=int, default=7)
     a = ap.parse_args()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fallocate = system_fallocate()
+    if fallocate is None:
+        sys.exit("this system has no fallocate (Linux only)")
     piece = np.ones(1 << 20, np.uint8)
     total = a.mb << 20
 
@@ -38,8 +42,9 @@ def main() -> None:
             reserved = 0
             for off in range(0, total, len(piece)):
                 if step and off + len(piece) > reserved:
-                    if libc.fallocate(fd, 0, reserved, step) != 0:
-                        raise OSError(ctypes.get_errno(), "fallocate refused")
+                    errno = fallocate(fd, reserved, step)
+                    if errno:
+                        raise OSError(errno, "fallocate refused")
                     reserved += step
                 os.pwrite(fd, piece, off)
             return time.perf_counter() - t0

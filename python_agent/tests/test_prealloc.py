@@ -122,6 +122,6 @@ def test_direct_writes_land_whole_in_reserved_blocks(tmp_path, monkeypatch):
 
 
 def test_no_system_fallocate_means_no_reservation(monkeypatch, tmp_path):
-    monkeypatch.setattr(prealloc, "_system_fallocate", lambda: None)
+    monkeypatch.setattr(prealloc, "system_fallocate", lambda: None)
     with open(tmp_path / "f", "wb") as f:
         assert Preallocator(f.fileno(), 0, forced="on").on is False

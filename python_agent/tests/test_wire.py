@@ -697,12 +697,12 @@ def test_a_socket_to_the_cli_gets_a_send_buffer_as_large_as_the_system_allows():
     writer waits on the CLI whenever the records of a small-op model get ahead of its decoding."""
     import socket
 
-    from torchlens_agent.wire import _SEND_BUFFER, _grow_pipe
+    from torchlens_agent.wire import _SEND_BUFFER, _grow_send_buffer
 
     ours, theirs = socket.socketpair()
     try:
         before = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        _grow_pipe(ours.fileno())
+        _grow_send_buffer(ours.fileno())
         after = ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         with open("/proc/sys/net/core/wmem_max") as f:
             cap = int(f.read())

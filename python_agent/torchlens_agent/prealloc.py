@@ -4,10 +4,10 @@ makes the writes cheaper.
 On ext4 a write into a new file's unallocated range pays for delayed allocation page by page; into
 blocks that `fallocate` reserved it pays for much less. Writing 256 MB in 1 MiB pieces into a fresh
 file took 49 ms against 29 ms with the range reserved 16 MiB ahead, and 30 MB 5.7 ms against 3.4
-(AMD EPYC VM, ext4, `python3 bench/prealloc_write.py [--mb 30]`); that is CPU the writer thread no longer
-takes from the forward pass. On tmpfs the same reservation made the writes about 10 % slower (93 against 103 ms)
-(fallocate clears the pages the writes then fill), and on a copy-on-write filesystem (btrfs) a
-reservation is rewritten anyway, so only the filesystems measured to gain reserve: ext2/3/4 (one
+(AMD EPYC VM, ext4, `python3 bench/prealloc_write.py [--mb 30]`); that is CPU the writer thread no
+longer takes from the forward pass. On tmpfs the same reservation made the writes about 10 % slower
+(93 against 103 ms: fallocate clears the pages the writes then fill), and on a copy-on-write
+filesystem (btrfs) a reservation is rewritten anyway, so only the filesystems measured to gain reserve: ext2/3/4 (one
 magic number). `TORCHLENS_AGENT_PREALLOCATE=on|off` decides instead.
 
 The reservation runs ahead of the writes (doubling, from MIN_STEP up to MAX_STEP at a time), so it
@@ -19,6 +19,7 @@ their error.
 """
 
 import ctypes
+import functools
 import os
 import sys
 from typing import Callable, Optional
@@ -30,6 +31,7 @@ _GAINING_FILESYSTEMS = {0xEF53}  # ext2, ext3 and ext4 share this superblock mag
 Fallocate = Callable[[int, int, int], int]  # (fd, offset, length) -> 0, or an errno
 
 
+@functools.lru_cache(maxsize=None)
 def _libc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
         return None
@@ -57,7 +59,9 @@ def wanted(fs_type: Optional[int], forced: str) -> bool:
     return fs_type in _GAINING_FILESYSTEMS
 
 
-def _system_fallocate() -> Optional[Fallocate]:
+def system_fallocate() -> Optional[Fallocate]:
+    """Linux's fallocate(fd, 0, offset, length) as a callable that returns 0 or the errno; None
+    where there is none."""
     libc = _libc()
     fn = getattr(libc, "fallocate", None) if libc is not None else None
     if fn is None:
@@ -81,7 +85,7 @@ class Preallocator:
         self.fd = fd
         self.end = start  # reserved up to here
         self.start = start
-        self.fallocate = fallocate if fallocate is not None else _system_fallocate()
+        self.fallocate = fallocate if fallocate is not None else system_fallocate()
         self.on = self.fallocate is not None and wanted(filesystem_type(fd), forced)
         self.calls = 0
 

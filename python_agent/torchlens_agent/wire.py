@@ -486,20 +486,21 @@ def take_over_stdio() -> Wire:
     os.dup2(2, 1)
     sys.stdin = open(os.devnull, "r")
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    _grow_pipe(write_fd)
+    _grow_send_buffer(write_fd)
     return Wire(read_fd, write_fd)
 
 
 _SEND_BUFFER = 4 << 20
 
 
-def _grow_pipe(fd: int) -> None:
-    """A larger pipe buffer means fewer context switches per megabyte, and fewer waits of the
-    writer thread while the CLI is busy (Linux only; best effort). Node gives its child a Unix
-    socket, not a pipe, with a send buffer of some 200 KB by default: the records of a small-op
-    model outgrow it while the CLI is still decoding the first ones, and the writer thread then
-    waits on the socket (the LSTM of bench/models: 444 KB of records, 5 writes of the frame batch
-    took 23-50 ms in all). The kernel caps SO_SNDBUF at net.core.wmem_max."""
+def _grow_send_buffer(fd: int) -> None:
+    """A larger buffer on the descriptor to the CLI (a pipe's, or a socket's send buffer) means
+    fewer context switches per megabyte, and fewer waits of the writer thread while the CLI is busy
+    (Linux only; best effort). Node gives its child a Unix socket, not a pipe, with a send buffer
+    of some 200 KB by default: the records of a small-op model outgrow it while the CLI is still
+    decoding the first ones, and the writer thread then waits on the socket (the LSTM of
+    bench/models: 444 KB of records, 5 writes of the frame batch took 23-50 ms in all, 0.2-8 ms
+    with 4 MiB). The kernel caps SO_SNDBUF at net.core.wmem_max."""
     try:
         import socket
         import stat

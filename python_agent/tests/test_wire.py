@@ -476,7 +476,10 @@ def build_model():
 '''
 
 
-def test_direct_writes_put_every_payload_large_or_small_into_the_file_at_its_offset_with_its_crc(tmp_path):
+@pytest.mark.parametrize("direct_io", ["auto", "on"])
+def test_direct_writes_put_every_payload_large_or_small_into_the_file_at_its_offset_with_its_crc(
+        tmp_path, monkeypatch, direct_io):
+    """`on`: the large payloads' aligned middles go with O_DIRECT (directio.py) from the first byte."""
     import zlib
 
     from torchlens_agent.wire import head_room
@@ -485,6 +488,7 @@ def test_direct_writes_put_every_payload_large_or_small_into_the_file_at_its_off
     path.write_text(MIXED_SIZES_MODEL)
     target = tmp_path / "activations.npz"
     target.write_bytes(b"")  # the CLI creates the file; the agent only writes into it
+    monkeypatch.setenv("TORCHLENS_AGENT_DIRECT_IO", direct_io)
     n = CHUNK_BYTES // 4 + 1000  # a payload of two chunks
     start = 100
     run = start_agent(extract_request(path, input={"kind": "shape", "shapes": [[n]], "dtype": "float32"}, seed=3,
@@ -533,10 +537,10 @@ def test_a_failed_direct_write_is_raised_once_as_a_write_error_and_the_pipe_stil
     reader.start()
     wire = Wire(os.open(os.devnull, os.O_RDONLY), write_fd)
     wire.open_direct(str(target), 0)
-    fd = wire._writer.direct_fd
-    assert fd is not None
-    os.close(fd)
-    wire._writer.direct_fd = os.open(str(target), os.O_RDONLY)  # writes to it fail, as on a full disk
+    direct = wire._writer.direct
+    assert direct is not None
+    os.close(direct.fd)
+    direct.fd = os.open(str(target), os.O_RDONLY)  # writes to it fail, as on a full disk
     big = np.ones(1 << 18, dtype=np.float32)
     record = {"type": "pass", "id": 1, "stored_nbytes": big.nbytes}
     wire.place(record, big.nbytes, 1)
@@ -559,12 +563,12 @@ def test_adjacent_direct_pieces_go_out_in_few_writes_that_never_touch_what_the_c
     headers (the CLI writes them during the run), the room after it, or after an owned piece."""
     import zlib
 
-    from torchlens_agent import wire as wire_module
+    from torchlens_agent import directio
     from torchlens_agent.wire import Wire
 
     writes = []
-    real_pwrite = wire_module._pwrite_all
-    monkeypatch.setattr(wire_module, "_pwrite_all", lambda fd, view, offset: (
+    real_pwrite = directio.pwrite_all
+    monkeypatch.setattr(directio, "pwrite_all", lambda fd, view, offset: (
         writes.append((offset, len(view))), real_pwrite(fd, view, offset)))
     target = tmp_path / "activations.npz"
     size = 4 << 20

@@ -12,13 +12,16 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+import mmap
 import zlib
 
 import msgpack
 import numpy as np
 
+from . import directio
 from .crc import crc32
-from .prealloc import Preallocator
+from .directio import ALIGN, DirectWriter
+from .prealloc import Preallocator, filesystem_type
 
 CHUNK_BYTES = 16 << 20  # one data frame's payload at most
 MAX_HEADER = 16 << 20
@@ -54,7 +57,10 @@ class _PoolBuffer:
     copied into it is written and the copier has moved on (`sealed`)."""
 
     def __init__(self, touch: bool = False) -> None:
-        self.array = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        # page-aligned (anonymous mmap), and ALIGN longer than a chunk: a piece written with
+        # O_DIRECT is laid out at its file offset's remainder modulo ALIGN (directio.py)
+        self.array = np.frombuffer(mmap.mmap(-1, CHUNK_BYTES + ALIGN), dtype=np.uint8)
+        self.address: int = self.array.ctypes.data
         if touch:  # fault its pages in now, off the copying thread's path (4096 faults per buffer)
             self.array.fill(0)
         self.used = 0
@@ -103,6 +109,8 @@ class _Writer:
         self.current: Optional[_PoolBuffer] = None
         self.lock = threading.Lock()
         self.direct_fd: Optional[int] = None
+        self.direct: Optional[DirectWriter] = None  # writes into the direct file, O_DIRECT for large pieces
+        self.direct_from: Optional[int] = None  # offset from which large pieces are laid out for O_DIRECT
         self.prealloc: Optional[Preallocator] = None  # the direct file's blocks reserved ahead of its writes
         self.crcs: Dict[int, int] = {}
         self.direct_error: Optional[DirectWriteError] = None
@@ -154,13 +162,13 @@ class _Writer:
                 if offset is None:
                     _write_all(self.fd, view)
                 elif self.direct_error is None:
-                    assert self.direct_fd is not None, "a direct write without a direct file"
+                    assert self.direct is not None, "a direct write without a direct file"
                     if len(run) > 1:
                         last = run[-1]
                         view = buffer.array.data[pos : last[4] + len(last[0])]
                     if self.prealloc is not None:
                         self.prealloc.cover(offset + len(view))
-                    _pwrite_all(self.direct_fd, view, offset)
+                    self.direct.write(view, offset, None if buffer is None else buffer.address + pos)
                     crcs = self.crcs
                     for piece, _, _, pid, _ in run:
                         crc = zlib.crc32 if len(piece) < _SMALL_CRC else crc32
@@ -256,12 +264,18 @@ class _Writer:
         self.check()
         n = len(view)
         buffer = self.current
-        room = 0
-        if (joins and offset is not None and buffer is not None and buffer.file_end is not None
-                and buffer.file_end == self.last_direct_end and 0 <= offset - buffer.file_end <= _JOIN_ROOM):
-            room = offset - buffer.file_end
-        if buffer is None or buffer.used + room + n > CHUNK_BYTES:
-            room = 0
+        # a piece for O_DIRECT lies at its offset's remainder modulo ALIGN (directio.py); one that
+        # joins the piece before it in the file keeps that piece's remainder, so it may stay joined
+        align_to = offset if offset is not None and directio.wants_direct(offset, n, self.direct_from) else None
+        start = 0
+        if buffer is not None:
+            start = buffer.used
+            if (joins and offset is not None and buffer.file_end is not None
+                    and buffer.file_end == self.last_direct_end and 0 <= offset - buffer.file_end <= _JOIN_ROOM):
+                start += offset - buffer.file_end
+            if align_to is not None:
+                start += (align_to - buffer.address - start) % ALIGN
+        if buffer is None or start + n > len(buffer.array):
             if buffer is not None:
                 self._seal(buffer)
             if self.free.empty() and self.pool_made < self.POOL_BUFFERS:
@@ -274,7 +288,7 @@ class _Writer:
             if self.free.empty():
                 self.prepare()
             self.current = buffer
-        start = buffer.used + room
+            start = 0 if align_to is None else (align_to - buffer.address) % ALIGN
         buffer.array[start : start + n] = np.frombuffer(view, dtype=np.uint8)
         buffer.used = start + n
         buffer.file_end = None if offset is None else offset + n
@@ -308,13 +322,6 @@ def _write_all(fd: int, view: memoryview) -> None:
         raise WireClosed("the CLI closed the connection") from exc
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while len(view):
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 class Wire:
     def __init__(self, read_fd: int, write_fd: int):
         self.read_fd = read_fd
@@ -344,6 +351,8 @@ class Wire:
         """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         self._writer.direct_fd = fd
+        self._writer.direct_from = directio.direct_from(filesystem_type(fd))
+        self._writer.direct = DirectWriter(path, fd, self._writer.direct_from)
         self._writer.prealloc = Preallocator(fd, at)
         self._writer.last_direct_end = None  # nothing joins a piece of another file
         self._writer.crcs = {}
@@ -380,6 +389,9 @@ class Wire:
         if fd is not None:
             self._writer.drain_quietly()  # no write of the thread may still use the descriptor
             self._writer.direct_fd = None
+            if self._writer.direct is not None:
+                self._writer.direct.close()
+                self._writer.direct = None
             self._writer.prealloc = None
             self._writer.last_direct_end = None
             self._direct_end = None
@@ -411,7 +423,7 @@ class Wire:
             self._placed = None
             for offset in range(0, total, CHUNK_BYTES):
                 piece = payload[offset : offset + CHUNK_BYTES]
-                if owned:
+                if owned and not directio.wants_direct(placed[1] + offset, len(piece), self._writer.direct_from):
                     self._writer.put(piece, placed[1] + offset, pass_id)
                 else:
                     self._writer.put_copy(piece, placed[1] + offset, pass_id, joins=placed[2] or offset > 0)

@@ -285,3 +285,58 @@ test("extract --graph also draws the rolled graph into the run", async () => {
   expect(svg).toMatch(/<svg/);
   expect(svg).toContain("linear_1_1");
 });
+
+test("arrays the agent writes with O_DIRECT (TORCHLENS_AGENT_DIRECT_IO=on) read back equal to buffered ones, and the run validates", async () => {
+  // two convolutions on a 300x301 image: 2.9 MB activations, long enough for whole direct blocks,
+  // with unaligned heads and tails; python_agent/torchlens_agent/directio.py
+  const model = path.join(tmp.dir, "wide_conv.py");
+  writeFileSync(
+    model,
+    [
+      "import torch",
+      "from torch import nn",
+      "class Wide(nn.Module):",
+      "    def __init__(self):",
+      "        super().__init__()",
+      "        self.a = nn.Conv2d(3, 8, 3, padding=1)",
+      "        self.b = nn.Conv2d(8, 8, 3, padding=1)",
+      "    def forward(self, x):",
+      "        y = torch.relu(self.a(x))",
+      "        return self.b(y) + y",
+      "def build_model():",
+      "    return Wide()",
+      "",
+    ].join("\n"),
+  );
+  const runs: Record<string, string> = {};
+  for (const mode of ["on", "off"]) {
+    runs[mode] = path.join(tmp.dir, `direct_io_${mode}`);
+    const res = await torchlens(
+      ["extract", model, "--input-shape", "1,3,300,301", "--seed", "4", "-o", runs[mode]],
+      { env: { TORCHLENS_AGENT_DIRECT_IO: mode } },
+    );
+    expect(res.stderr).not.toMatch(/error|warning/i);
+    expect(res.exitCode).toBe(0);
+  }
+  const compare = await python([
+    "-c",
+    [
+      "import sys, zipfile",
+      "a, b = (zipfile.ZipFile(p + '/activations.npz') for p in sys.argv[1:3])",
+      "assert a.testzip() is None and b.testzip() is None, 'a CRC does not match its entry'",
+      "assert a.namelist() == b.namelist(), (a.namelist(), b.namelist())",
+      "diff = [n for n in a.namelist() if a.read(n) != b.read(n)]",
+      "assert not diff, diff",
+      "print(len(a.namelist()), max(i.file_size for i in a.infolist()))",
+    ].join("\n"),
+    runs.on,
+    runs.off,
+  ]);
+  expect(compare.stderr).toBe("");
+  const [entries, largest] = compare.stdout.trim().split(" ").map(Number);
+  expect(entries).toBeGreaterThanOrEqual(6);
+  expect(largest).toBeGreaterThan(2 << 20);
+  const valid = await torchlens(["validate", runs.on]);
+  expect(valid.exitCode).toBe(0);
+  expect(valid.stdout + valid.stderr).toMatch(/valid: 6 passed, 0 failed/);
+});

@@ -4,6 +4,7 @@
  * and numpy writing the same bytes, for each benchmark model; writes bench/RESULTS.md and prints a
  * compact table. See `node bench/run.mjs --help`.
  */
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -300,6 +301,9 @@ async function main() {
         );
       const step = async (key, what, fn) => {
         log(`${m.name} run ${i + 1}/${runs}: ${what}`);
+        // the step before may have left gigabytes of dirty pages (hooks + np.save, the numpy
+        // write): their writeback would compete with this step for the disk
+        spawnSync("sync");
         try {
           r[key] = await fn();
         } catch (err) {
@@ -383,7 +387,7 @@ async function main() {
   fs.writeFileSync(resultsFile, written);
   console.log(stdoutTable(shown, summaries));
   console.log(
-    `\nmedians of ${opts.runs} run(s); peak = CLI + agent RSS summed per 20 ms sample; plain peak g/ng = autograd on / no_grad; ` +
+    `\nmedians of ${opts.runs} run(s); peak = CLI + agent RSS summed per 20 ms sample; plain ng = under no_grad, as extract runs the model; plain peak g/ng = autograd on / no_grad; ` +
       `µs/op = (extract forward − plain forward) / passes; 1st op = from CLI start.\n` +
       `node start-up ${fmt(G.boot.median / 1000)} s; python -c 'import torch' ${fmt(G.importWall.median / 1000)} s. ` +
       `Full tables and the targets: bench/RESULTS.md (${fmt(elapsedMs / 60000)} min).`,

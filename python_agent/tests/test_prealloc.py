@@ -98,7 +98,7 @@ def test_direct_writes_land_whole_in_reserved_blocks(tmp_path, monkeypatch):
     wire.open_direct(str(target), 64)
     reserving = wire._writer.prealloc
     assert reserving is not None and reserving.on
-    fd = wire._writer.direct_fd
+    fd = wire._writer.direct.fd if wire._writer.direct is not None else None
     if reserving.fallocate is None or fd is None or filesystem_type(fd) is None:
         pytest.skip("no fallocate here")
     rng = np.random.default_rng(0)

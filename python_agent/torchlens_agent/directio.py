@@ -44,6 +44,7 @@ ALIGN = 4096
 LOCAL_FROM = 64 << 20  # on a local block filesystem the bytes of a run before this offset stay buffered
 DIRECT_FROM = 1 << 30  # ...on a filesystem not known to be one
 DIRECT_MIN = 1 << 20  # a piece's aligned middle shorter than this is written buffered
+PIECE_MIN = DIRECT_MIN + 2 * ALIGN  # a piece at least this long has such a middle wherever it lies
 # superblock magics (statfs's f_type)
 _LOCAL_BLOCK = {0xEF53, 0x58465342, 0x9123683E, 0xF2F52010}  # ext2/3/4, xfs, btrfs, f2fs
 _MEMORY = {0x01021994, 0x858458F6}  # tmpfs, ramfs
@@ -70,7 +71,7 @@ def direct_from(fs_type: Optional[int], forced: Optional[str] = None) -> Optiona
 def wants_direct(offset: int, n: int, start: Optional[int]) -> bool:
     """A piece of n bytes at `offset` that should be laid out for a direct write (`start`: from
     `direct_from`)."""
-    return start is not None and n >= DIRECT_MIN + 2 * ALIGN and offset + n >= start + DIRECT_MIN
+    return start is not None and n >= PIECE_MIN and offset + n >= start + DIRECT_MIN
 
 
 def aligned_address(offset: int, address: int) -> bool:
@@ -79,13 +80,13 @@ def aligned_address(offset: int, address: int) -> bool:
 
 
 class DirectWriter:
-    """Writes the direct file's large pieces, their aligned middles with O_DIRECT. Used by the
-    writer thread only; `close` after its last write."""
+    """Writes into the direct file, the aligned middles of large pieces with O_DIRECT. It owns
+    the file's descriptors; `write` runs on the writer thread only, `close` after its last write."""
 
     def __init__(self, path: str, fd: int, start: Optional[int]) -> None:
         self.path = path
         self.fd = fd  # the ordinary descriptor, for heads, tails and everything else
-        self.start = start
+        self.start = start  # from `direct_from`: where in the file large pieces begin to go direct
         self.direct_fd: Optional[int] = None
         self.on = start is not None
         self.direct_bytes = 0  # written with O_DIRECT, for tests and the curious
@@ -95,8 +96,8 @@ class DirectWriter:
         n = len(view)
         lo = -(-offset // ALIGN) * ALIGN
         hi = (offset + n) // ALIGN * ALIGN
-        if (not self.on or address is None or hi - lo < DIRECT_MIN or self.start is None
-                or offset + n < self.start + DIRECT_MIN or not aligned_address(offset, address)):
+        if (not self.on or address is None or hi - lo < DIRECT_MIN
+                or not wants_direct(offset, n, self.start) or not aligned_address(offset, address)):
             pwrite_all(self.fd, view, offset)
             return
         fd = self._direct_fd()
@@ -130,6 +131,7 @@ class DirectWriter:
         if self.direct_fd is not None:
             os.close(self.direct_fd)
             self.direct_fd = None
+        os.close(self.fd)
 
 
 def pwrite_all(fd: int, view: memoryview, offset: int) -> None:

@@ -80,13 +80,15 @@ class Preallocator:
     Used by the writer thread only."""
 
     def __init__(self, fd: int, start: int, fallocate: Optional[Fallocate] = None,
-                 forced: Optional[str] = None) -> None:
+                 forced: Optional[str] = None, fs_type: Optional[int] = None) -> None:
         forced = os.environ.get("TORCHLENS_AGENT_PREALLOCATE", "") if forced is None else forced
         self.fd = fd
         self.end = start  # reserved up to here
         self.start = start
         self.fallocate = fallocate if fallocate is not None else system_fallocate()
-        self.on = self.fallocate is not None and wanted(filesystem_type(fd), forced)
+        if fs_type is None:  # not read by the caller already
+            fs_type = filesystem_type(fd)
+        self.on = self.fallocate is not None and wanted(fs_type, forced)
         self.calls = 0
 
     def cover(self, end: int) -> None:

@@ -4,6 +4,7 @@
 private descriptors so that nothing the user's code prints or reads can reach the protocol.
 """
 
+import mmap
 import os
 import queue
 import struct
@@ -12,7 +13,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import mmap
 import zlib
 
 import msgpack
@@ -20,7 +20,7 @@ import numpy as np
 
 from . import directio
 from .crc import crc32
-from .directio import ALIGN, DirectWriter
+from .directio import ALIGN, PIECE_MIN, DirectWriter
 from .prealloc import Preallocator, filesystem_type
 
 CHUNK_BYTES = 16 << 20  # one data frame's payload at most
@@ -108,9 +108,7 @@ class _Writer:
         self.pool_made = 0
         self.current: Optional[_PoolBuffer] = None
         self.lock = threading.Lock()
-        self.direct_fd: Optional[int] = None
-        self.direct: Optional[DirectWriter] = None  # writes into the direct file, O_DIRECT for large pieces
-        self.direct_from: Optional[int] = None  # offset from which large pieces are laid out for O_DIRECT
+        self.direct: Optional[DirectWriter] = None  # the direct file (the CLI's .npz), while one is open
         self.prealloc: Optional[Preallocator] = None  # the direct file's blocks reserved ahead of its writes
         self.crcs: Dict[int, int] = {}
         self.direct_error: Optional[DirectWriteError] = None
@@ -266,7 +264,9 @@ class _Writer:
         buffer = self.current
         # a piece for O_DIRECT lies at its offset's remainder modulo ALIGN (directio.py); one that
         # joins the piece before it in the file keeps that piece's remainder, so it may stay joined
-        align_to = offset if offset is not None and directio.wants_direct(offset, n, self.direct_from) else None
+        direct = self.direct
+        align_to = (offset if n >= PIECE_MIN and offset is not None and direct is not None
+                    and directio.wants_direct(offset, n, direct.start) else None)
         start = 0
         if buffer is not None:
             start = buffer.used
@@ -350,10 +350,9 @@ class Wire:
     def open_direct(self, path: str, at: int) -> None:
         """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        self._writer.direct_fd = fd
-        self._writer.direct_from = directio.direct_from(filesystem_type(fd))
-        self._writer.direct = DirectWriter(path, fd, self._writer.direct_from)
-        self._writer.prealloc = Preallocator(fd, at)
+        fs_type = filesystem_type(fd)
+        self._writer.direct = DirectWriter(path, fd, directio.direct_from(fs_type))
+        self._writer.prealloc = Preallocator(fd, at, fs_type=fs_type)
         self._writer.last_direct_end = None  # nothing joins a piece of another file
         self._writer.crcs = {}
         self._writer.direct_error, self._writer.direct_error_raised = None, False
@@ -376,7 +375,7 @@ class Wire:
     def finish_direct(self) -> Optional[List[List[int]]]:
         """Wait for every direct write, close the file; the CRC-32 of each directly written pass
         as `[[id, crc], ...]` (None without a direct file)."""
-        if self._writer.direct_fd is None:
+        if self._writer.direct is None:
             return None
         try:
             self.flush(wait=True)
@@ -385,18 +384,15 @@ class Wire:
         return [[pid, crc] for pid, crc in self._writer.crcs.items()]
 
     def close_direct(self) -> None:
-        fd = self._writer.direct_fd
-        if fd is not None:
-            self._writer.drain_quietly()  # no write of the thread may still use the descriptor
-            self._writer.direct_fd = None
-            if self._writer.direct is not None:
-                self._writer.direct.close()
-                self._writer.direct = None
+        direct = self._writer.direct
+        if direct is not None:
+            self._writer.drain_quietly()  # no write of the thread may still use the descriptors
+            self._writer.direct = None
             self._writer.prealloc = None
             self._writer.last_direct_end = None
             self._direct_end = None
             self._placed = None
-            os.close(fd)
+            direct.close()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -423,7 +419,8 @@ class Wire:
             self._placed = None
             for offset in range(0, total, CHUNK_BYTES):
                 piece = payload[offset : offset + CHUNK_BYTES]
-                if owned and not directio.wants_direct(placed[1] + offset, len(piece), self._writer.direct_from):
+                direct = self._writer.direct
+                if owned and not (direct is not None and directio.wants_direct(placed[1] + offset, len(piece), direct.start)):
                     self._writer.put(piece, placed[1] + offset, pass_id)
                 else:
                     self._writer.put_copy(piece, placed[1] + offset, pass_id, joins=placed[2] or offset > 0)

@@ -4,7 +4,9 @@ the figures of the speed work in CHANGELOG.md and wire.py were taken.
     python3 bench/ab_extract.py MODEL_FILE RUNS NAME:[K=V,...] NAME:[K=V,...] ...
 
 Each variant is `name:` followed by environment settings (`TORCHLENS_AGENT_WRITER=normal`), where
-`CLI=path/to/bin/torchlens.js` runs another checkout's CLI (a `git worktree` of the commit before).
+`CLI=path/to/bin/torchlens.js` runs another checkout's CLI (a `git worktree` of the commit before),
+and `ARGS=--layers conv2d_1_1` adds arguments to that variant's extract (split at spaces; ARGS
+must come last, since the settings are split at commas).
 Every round runs each variant once, in an order rotated by one each round: on a VM the second of two
 back-to-back extractions is often the slower whichever it is (fresh page-cache pages cost the host's
 page faults, `bench/page_cache_write.py`), so a fixed order favours the first variant. Prints the
@@ -29,15 +31,17 @@ def main() -> None:
     variants = []
     for arg in sys.argv[3:]:
         name, _, settings = arg.partition(":")
-        variants.append((name, dict(kv.split("=", 1) for kv in settings.split(",") if kv)))
-    results = {name: [] for name, _ in variants}
+        settings, _, extra = settings.partition("ARGS=")
+        env = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+        variants.append((name, env, extra.split()))
+    results = {name: [] for name, _, _ in variants}
     out = os.path.join(tempfile.mkdtemp(prefix="torchlens-ab-"), "run")
     try:
         for r in range(runs):
-            for name, env in variants[r % len(variants):] + variants[:r % len(variants)]:
+            for name, env, extra in variants[r % len(variants):] + variants[:r % len(variants)]:
                 shutil.rmtree(out, ignore_errors=True)
                 cli = env.get("CLI", os.path.join(ROOT, "bin", "torchlens.js"))
-                done = subprocess.run(["node", cli, "extract", model, "-o", out, "--json"], cwd=ROOT,
+                done = subprocess.run(["node", cli, "extract", model, "-o", out, "--json", *extra], cwd=ROOT,
                                       env={**os.environ, **env}, capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.exit(f"{name}: extract exited {done.returncode}: {done.stderr[-2000:]}")

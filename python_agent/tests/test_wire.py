@@ -2,7 +2,9 @@
 writes bytes to stdout and reads stdin without breaking the frame stream, large tensors in chunks,
 and every failure as an `error` frame with the user's own traceback."""
 
+import ctypes
 import math
+import mmap
 import os
 import platform
 
@@ -13,7 +15,7 @@ import torch
 import torchlens_agent
 from agent_testlib import extract_request, start_agent
 from torchlens_agent.load import random_inputs
-from torchlens_agent.wire import CHUNK_BYTES
+from torchlens_agent.wire import CHUNK_BYTES, Wire
 
 TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 AGENT_DIR = os.path.dirname(os.path.abspath(torchlens_agent.__file__))
@@ -623,7 +625,7 @@ def test_pool_buffers_prepared_ahead_carry_a_long_stream_in_order_and_stay_bound
         writer.drain()
         assert writer.pool_made == 1 and writer.free.qsize() == 1  # made by the thread, ready
         rng = np.random.default_rng(3)
-        pieces = [rng.integers(0, 256, size=int(n), dtype=np.uint8) for n in rng.integers(1, 7 << 20, size=24)]
+        pieces = [rng.integers(0, 256, size=int(n), dtype=np.uint8) for n in rng.integers(1, CHUNK_BYTES, size=24)]
         for p in pieces:
             source = p.copy()
             writer.put_copy(source.data)
@@ -635,6 +637,79 @@ def test_pool_buffers_prepared_ahead_carry_a_long_stream_in_order_and_stay_bound
         writer.thread.join()
         os.close(fd)
     assert target.read_bytes() == b"".join(p.tobytes() for p in pieces)
+
+
+@pytest.mark.parametrize("grow", [False, True], ids=["small payloads", "a payload of several pieces"])
+def test_a_copier_waits_for_a_written_buffer_unless_its_payload_is_several_pieces_then_the_pool_grows(grow):
+    """With every ready buffer still waiting to be written, the copier of small payloads waits
+    for one (fresh pages cost more than the wait) and the pool stays at READY_BUFFERS; the pieces
+    of a larger payload (the forward pass stalls until all of it is copied) make new ones, up to
+    POOL_BUFFERS."""
+    import threading
+
+    from torchlens_agent.wire import _Writer
+
+    read_end, write_end = os.pipe()  # nobody reads it yet: the writer thread blocks on its first write
+    writer = _Writer(write_end)
+    pieces = _Writer.POOL_BUFFERS + 1
+    chunk = np.full(CHUNK_BYTES, 7, dtype=np.uint8)
+
+    def copy_all():
+        for _ in range(pieces):
+            writer.put_copy(chunk.data, grow=grow)
+
+    copier = threading.Thread(target=copy_all, daemon=True)
+    copier.start()
+    copier.join(timeout=1.0)
+    try:
+        assert copier.is_alive(), "the copier must wait once every buffer holds a piece not yet written"
+        assert writer.pool_made == (_Writer.POOL_BUFFERS if grow else _Writer.READY_BUFFERS)
+    finally:
+        received = bytearray()
+        def read_all():
+            for block in iter(lambda: os.read(read_end, 1 << 20), b""):
+                received.extend(block)
+
+        reader = threading.Thread(target=read_all)
+        reader.start()
+        copier.join()
+        writer.drain()
+        writer.items.put(None)
+        writer.thread.join()
+        os.close(write_end)
+        reader.join()
+        os.close(read_end)
+    assert len(received) == pieces * CHUNK_BYTES and set(received) == {7}
+
+
+def _resident_pages(address: int, pages: int) -> int:
+    """How many of the pages from `address` (page-aligned) are in memory (Linux mincore)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    vec = (ctypes.c_ubyte * pages)()
+    if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(pages * mmap.PAGESIZE), vec) != 0:
+        raise OSError(ctypes.get_errno(), "mincore failed")
+    return sum(v & 1 for v in vec)
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="mincore, as Linux has it")
+def test_a_direct_capture_finds_every_pool_buffer_made_and_faulted_in_before_its_forward_pass():
+    """Wire.prepare_direct has the writer thread make the whole pool while the model loads: the
+    forward pass's copies then never touch fresh memory (page faults cost the copy 9x on a VM)."""
+    from torchlens_agent.wire import _Writer
+
+    wire = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    try:
+        wire.prepare_direct()
+        wire.flush(wait=True)
+        writer = wire._writer
+        assert writer.pool_made == writer.free.qsize() == _Writer.READY_BUFFERS
+        for buffer in list(writer.free.queue):
+            pages = -(-len(buffer.array) // mmap.PAGESIZE)
+            assert _resident_pages(buffer.address, pages) == pages, "a pool buffer was not faulted in ahead"
+        assert _Writer.READY_BUFFERS * CHUNK_BYTES <= 16 << 20, "the pool made ahead stays a few small buffers"
+    finally:
+        wire._writer.items.put(None)
+        wire._writer.thread.join()
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getscheduler") or not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")

@@ -23,7 +23,11 @@ from .crc import crc32
 from .directio import ALIGN, PIECE_MIN, DirectWriter
 from .prealloc import Preallocator, filesystem_type
 
-CHUNK_BYTES = 16 << 20  # one data frame's payload at most
+# One data frame's payload, one direct piece and one copy buffer at most. Fresh memory is dear: on
+# the 2-core VM of bench/RESULTS.md a copy of 34 MB into untouched pages takes 27 ms against 3 ms
+# into touched ones (page faults), so the pool is a few small buffers, faulted in before the
+# forward pass and reused, not as many bytes as the activations take
+CHUNK_BYTES = 4 << 20
 MAX_HEADER = 16 << 20
 _FLUSH_BYTES = 256 << 10  # small frames are batched up to this size...
 _FLUSH_SECONDS = 0.05  # ...or this age, so the CLI's progress keeps moving
@@ -99,7 +103,14 @@ class _Writer:
     to 62 ms (torch 2.13, medians of 10, `python3 bench/ab_extract.py`).
     """
 
-    POOL_BUFFERS = 3
+    # READY_BUFFERS are made ahead and reused: a copier finding none free waits for the writer
+    # (some 0.5 ms to write out 4 MiB into the page cache) rather than touch fresh memory (3 ms of
+    # page faults per 4 MiB on the VM of bench/RESULTS.md). A payload of several pieces is
+    # different: the forward pass cannot go on before all of it is copied, so waiting for the
+    # writer stalls the compute; its copier may grow the pool to POOL_BUFFERS (ResNet-18 at batch
+    # 8, 25 MB activations, torch 2.13: 396 ms captured with a pool of 48 MiB, 438 with 16 MiB)
+    READY_BUFFERS = 4
+    POOL_BUFFERS = 12
 
     def __init__(self, fd: int):
         self.fd = fd
@@ -248,14 +259,16 @@ class _Writer:
 
     def prepare(self) -> None:
         """Have this thread make (and fault in) the next pool buffer before the copier needs it,
-        up to POOL_BUFFERS: the first ahead of a capture whose large payloads it will copy, each
-        next one when the copier takes the last ready one."""
-        if self.pool_made < self.POOL_BUFFERS:
+        up to READY_BUFFERS: all of them ahead of a capture with a direct file (`Wire.prepare_direct`),
+        otherwise the next one when the copier takes the last ready one."""
+        if self.pool_made < self.READY_BUFFERS:
             self.pool_made += 1
             self.items.put(_MAKE_BUFFER)
 
-    def put_copy(self, view: memoryview, offset: Optional[int] = None, pid: int = 0, joins: bool = False) -> None:
-        """Queue a copy of view (at most CHUNK_BYTES) in a pool buffer: waits while all are in use.
+    def put_copy(self, view: memoryview, offset: Optional[int] = None, pid: int = 0, joins: bool = False,
+                 grow: bool = False) -> None:
+        """Queue a copy of view (at most CHUNK_BYTES) in a pool buffer: waits while all are in use,
+        unless `grow` (a piece of a payload of several) and fewer than POOL_BUFFERS exist.
         `joins`: the direct file's bytes between the last direct piece and `offset` are only head
         room that the CLI fills at close (`Wire.place`), so the copy may follow the last piece in
         its buffer as in the file, and the two go out in one write."""
@@ -278,7 +291,7 @@ class _Writer:
         if buffer is None or start + n > len(buffer.array):
             if buffer is not None:
                 self._seal(buffer)
-            if self.free.empty() and self.pool_made < self.POOL_BUFFERS:
+            if self.free.empty() and self.pool_made < (self.POOL_BUFFERS if grow else self.READY_BUFFERS):
                 self.pool_made += 1
                 buffer = _PoolBuffer()
             else:  # a buffer written out, or one this thread is preparing
@@ -343,9 +356,10 @@ class Wire:
 
     def prepare_direct(self) -> None:
         """A capture that writes its payloads directly is coming (the model is still loading):
-        the writer thread makes and faults in their first copy buffer meanwhile, so the forward
-        pass's first copy does not pay some 4096 page faults."""
-        self._writer.prepare()
+        the writer thread makes and faults in every copy buffer meanwhile, so the forward pass's
+        copies never pay page faults (4096 + 1 per buffer)."""
+        for _ in range(self._writer.READY_BUFFERS):
+            self._writer.prepare()
 
     def open_direct(self, path: str, at: int) -> None:
         """Write large payloads into the CLI's .npz at `path` ourselves, from offset `at` on."""
@@ -417,13 +431,18 @@ class Wire:
         placed = self._placed
         if placed is not None and placed[0] == pass_id:  # written into the .npz by the writer thread
             self._placed = None
-            for offset in range(0, total, CHUNK_BYTES):
-                piece = payload[offset : offset + CHUNK_BYTES]
+            # the pieces after the first start on a block of the file: only the payload's own head
+            # and tail are partial blocks, written buffered beside its O_DIRECT middles
+            offset, end = 0, total if total <= CHUNK_BYTES else CHUNK_BYTES - placed[1] % ALIGN
+            while offset < total:
+                piece = payload[offset:end]
                 direct = self._writer.direct
                 if owned and not (direct is not None and directio.wants_direct(placed[1] + offset, len(piece), direct.start)):
                     self._writer.put(piece, placed[1] + offset, pass_id)
                 else:
-                    self._writer.put_copy(piece, placed[1] + offset, pass_id, joins=placed[2] or offset > 0)
+                    self._writer.put_copy(piece, placed[1] + offset, pass_id, joins=placed[2] or offset > 0,
+                                          grow=total > CHUNK_BYTES)
+                offset, end = end, min(end + CHUNK_BYTES, total)
             return
         offset = 0
         while True:
@@ -439,7 +458,7 @@ class Wire:
                 if owned:
                     self._writer.put(piece)
                 else:
-                    self._writer.put_copy(piece)
+                    self._writer.put_copy(piece, grow=total > CHUNK_BYTES)
             offset += n
             if offset >= total:
                 break

@@ -39,27 +39,37 @@ export interface Spawned {
 const live = new Set<ChildProcessWithoutNullStreams>();
 let exitHookInstalled = false;
 
+/** The agent's environment: the CLI's, with the agent's package on PYTHONPATH and OpenMP's waits. */
+export function agentEnv(base: NodeJS.ProcessEnv, standby: boolean): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...base,
+    PYTHONPATH: [AGENT_ROOT, base.PYTHONPATH].filter(Boolean).join(path.delimiter),
+    PYTHONUNBUFFERED: "1",
+  };
+  // OpenMP's threads (torch 2 runs one per core) spin for about 3 ms between parallel regions by
+  // default, taking the cores the agent's writer thread and this CLI need: a torch-2 backward of
+  // resnet18 here took 0.9 s spinning, 0.3 s passive. Fully passive, every parallel region wakes
+  // its threads from a futex; libgomp's short spin (GOMP_SPINCOUNT=3000, some 30 µs, which it
+  // takes over the wait policy) catches the next region of a forward pass still awake: captured
+  // resnet18 b1 64 against 69 ms, the GPT decoder 19 against 24 (docs/architecture.md). Other
+  // OpenMP runtimes (Intel's) stay passive. A user's own setting is kept.
+  if (!["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"].some((k) => k in base)) {
+    env.OMP_WAIT_POLICY = "PASSIVE";
+    env.GOMP_SPINCOUNT = "3000";
+  }
+  if (standby) env.TORCHLENS_AGENT_STANDBY = "1";
+  else delete env.TORCHLENS_AGENT_STANDBY;
+  return env;
+}
+
 /**
  * Start `python -m torchlens_agent` with the wire on its stdin/stdout. A `standby` agent stops
  * after checking for its packages until `wake` (or exits quietly when its stdin closes).
  */
 export function spawnAgent(python: string, cwd?: string, standby = false): Spawned {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    PYTHONPATH: [AGENT_ROOT, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter),
-    PYTHONUNBUFFERED: "1",
-  };
-  // OpenMP's threads (torch 2 runs one per core) spin between parallel regions by default, taking
-  // the cores the agent's writer thread and this CLI need: with them waiting passively, a torch-2
-  // backward of resnet18 here took 0.3 s instead of 0.9 s, its captured forward 0.21 s instead of
-  // 0.26 (docs/architecture.md). A user's own setting is kept.
-  if (!["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"].some((k) => k in process.env))
-    env.OMP_WAIT_POLICY = "PASSIVE";
-  if (standby) env.TORCHLENS_AGENT_STANDBY = "1";
-  else delete env.TORCHLENS_AGENT_STANDBY;
   const child = spawn(python, ["-m", "torchlens_agent"], {
     stdio: ["pipe", "pipe", "pipe"],
-    env,
+    env: agentEnv(process.env, standby),
     cwd,
   });
   live.add(child);

@@ -181,6 +181,36 @@ def test_a_wire_stream_of_large_copied_and_owned_payloads_lands_with_its_crcs(di
         assert direct.direct_bytes == 0
 
 
+def test_a_direct_payload_of_several_pieces_has_its_later_pieces_start_on_a_file_block(tmp_path):
+    """Only a large payload's own head and tail may be partial blocks (written buffered beside the
+    O_DIRECT middles); its pieces cover it in order, each at most CHUNK_BYTES."""
+    target = tmp_path / "activations.npz"
+    target.write_bytes(b"\xab" * (4 * CHUNK_BYTES))
+    wire = Wire(os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY))
+    wire.open_direct(str(target), 100)
+    pieces = []
+    put_copy = wire._writer.put_copy
+
+    def recording(view, offset=None, pid=0, joins=False, grow=False):
+        pieces.append((offset, len(view), grow))
+        put_copy(view, offset, pid, joins, grow)
+
+    wire._writer.put_copy = recording
+    n = 2 * CHUNK_BYTES + 12345
+    data = np.arange(n, dtype=np.uint8)
+    record = {"type": "pass", "id": 1}
+    wire.place(record, n, 1)
+    wire.send_data(1, data.data)
+    wire.finish_direct()
+    at = record["at"]
+    assert at % ALIGN, "the test needs a payload starting mid-block"
+    assert [p[0] for p in pieces] == [at] + [at + sum(q[1] for q in pieces[:i]) for i in range(1, len(pieces))]
+    assert sum(p[1] for p in pieces) == n and all(p[1] <= CHUNK_BYTES for p in pieces)
+    assert all(offset % ALIGN == 0 for offset, _, _ in pieces[1:]), pieces
+    assert all(grow for _, _, grow in pieces), "a payload of several pieces may grow the pool"
+    assert target.read_bytes()[at:at + n] == data.tobytes()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="O_DIRECT is Linux's")
 def test_pool_buffers_are_page_aligned_with_room_for_a_chunk_at_any_remainder():
     from torchlens_agent.wire import _PoolBuffer

@@ -108,7 +108,8 @@ class _Writer:
     # page faults per 4 MiB on the VM of bench/RESULTS.md). A payload of several pieces is
     # different: the forward pass cannot go on before all of it is copied, so waiting for the
     # writer stalls the compute; its copier may grow the pool to POOL_BUFFERS (ResNet-18 at batch
-    # 8, 25 MB activations, torch 2.13: 396 ms captured with a pool of 48 MiB, 438 with 16 MiB)
+    # 8, 25 MB activations, torch 2.13: 438 ms captured while such copiers waited at 16 MiB until
+    # the run had copied 64 MiB, 365 with this rule, 390 with the old pool of 3 x 16 MiB)
     READY_BUFFERS = 4
     POOL_BUFFERS = 12
 
@@ -356,8 +357,8 @@ class Wire:
 
     def prepare_direct(self) -> None:
         """A capture that writes its payloads directly is coming (the model is still loading):
-        the writer thread makes and faults in every copy buffer meanwhile, so the forward pass's
-        copies never pay page faults (4096 + 1 per buffer)."""
+        the writer thread makes and faults in the READY_BUFFERS copy buffers meanwhile, so the
+        forward pass's copies into them pay no page faults (1025 per buffer)."""
         for _ in range(self._writer.READY_BUFFERS):
             self._writer.prepare()
 

@@ -266,6 +266,12 @@ class _Writer:
             self.pool_made += 1
             self.items.put(_MAKE_BUFFER)
 
+    def goes_direct(self, offset: int, n: int) -> bool:
+        """Whether n bytes at `offset` of the direct file are laid out for O_DIRECT (directio.py);
+        the length is compared first, so most small passes cost one comparison."""
+        direct = self.direct
+        return n >= PIECE_MIN and direct is not None and directio.wants_direct(offset, n, direct.start)
+
     def put_copy(self, view: memoryview, offset: Optional[int] = None, pid: int = 0, joins: bool = False,
                  grow: bool = False) -> None:
         """Queue a copy of view (at most CHUNK_BYTES) in a pool buffer: waits while all are in use,
@@ -278,9 +284,7 @@ class _Writer:
         buffer = self.current
         # a piece for O_DIRECT lies at its offset's remainder modulo ALIGN (directio.py); one that
         # joins the piece before it in the file keeps that piece's remainder, so it may stay joined
-        direct = self.direct
-        align_to = (offset if n >= PIECE_MIN and offset is not None and direct is not None
-                    and directio.wants_direct(offset, n, direct.start) else None)
+        align_to = offset if offset is not None and self.goes_direct(offset, n) else None
         start = 0
         if buffer is not None:
             start = buffer.used
@@ -434,15 +438,14 @@ class Wire:
             self._placed = None
             # the pieces after the first start on a block of the file: only the payload's own head
             # and tail are partial blocks, written buffered beside its O_DIRECT middles
-            offset, end = 0, total if total <= CHUNK_BYTES else CHUNK_BYTES - placed[1] % ALIGN
+            writer, at, grow = self._writer, placed[1], total > CHUNK_BYTES
+            offset, end = 0, total if not grow else CHUNK_BYTES - at % ALIGN
             while offset < total:
                 piece = payload[offset:end]
-                direct = self._writer.direct
-                if owned and not (direct is not None and directio.wants_direct(placed[1] + offset, len(piece), direct.start)):
-                    self._writer.put(piece, placed[1] + offset, pass_id)
+                if owned and not writer.goes_direct(at + offset, len(piece)):
+                    writer.put(piece, at + offset, pass_id)
                 else:
-                    self._writer.put_copy(piece, placed[1] + offset, pass_id, joins=placed[2] or offset > 0,
-                                          grow=total > CHUNK_BYTES)
+                    writer.put_copy(piece, at + offset, pass_id, joins=placed[2] or offset > 0, grow=grow)
                 offset, end = end, min(end + CHUNK_BYTES, total)
             return
         offset = 0
